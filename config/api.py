@@ -1,0 +1,56 @@
+"""The ninja API object: /api/v1/, OpenAPI docs at /api/v1/docs.
+
+Errors are mapped to JSON once, here: {"code": ..., "message": ..., "details": ...}.
+"""
+
+from django.http import Http404
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from collections_app.api import router as collections_router
+from config.auth import api_auth
+from models_app.api import router as models_router
+from models_app.errors import ModelyardError
+
+api = NinjaAPI(
+    title="Modelyard API",
+    version="1",
+    urls_namespace="api-v1",
+    auth=api_auth,
+    docs_url="/docs",
+)
+api.add_router("/", models_router)
+api.add_router("/", collections_router)
+
+
+def _error(request, status: int, code: str, message: str, details=None):
+    body = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(ModelyardError)
+def modelyard_error(request, exc: ModelyardError):
+    return _error(request, exc.status, exc.code, exc.message, exc.details)
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error(request, exc):
+    return _error(request, 401, "ERR_UNAUTHENTICATED", "Sign in as a superuser or send a token.")
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request, exc: ValidationError):
+    return _error(request, 422, "ERR_INVALID", "The request is not valid.", {"errors": exc.errors})
+
+
+@api.exception_handler(Http404)
+def not_found(request, exc):
+    return _error(request, 404, "ERR_NOT_FOUND", str(exc) or "Not found.")
+
+
+@api.exception_handler(HttpError)
+def http_error(request, exc: HttpError):
+    codes = {401: "ERR_UNAUTHENTICATED", 403: "ERR_FORBIDDEN", 404: "ERR_NOT_FOUND"}
+    return _error(request, exc.status_code, codes.get(exc.status_code, "ERR_INVALID"), str(exc))

@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import path
+
+from config.api import api
+
+admin.site.site_header = "Modelyard"
+admin.site.site_title = "Modelyard"
+admin.site.index_title = "Models, downloads and collections"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+]

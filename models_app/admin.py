@@ -1,0 +1,219 @@
+"""Admin for the registry, installed state, operations, events and API tokens.
+
+Actions call the same services as the API; nothing here writes a row a service owns.
+"""
+
+from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
+from django.utils.html import format_html
+
+from . import selectors, services
+from .errors import ModelyardError
+from .models import ActiveModel, ApiToken, Event, Installation, Model, Operation, StoreScan
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by services: visible, never edited by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class InstalledFilter(admin.SimpleListFilter):
+    title = "installed"
+    parameter_name = "installed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Installed"), ("no", "Available")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(installation__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(installation__isnull=True)
+        return queryset
+
+
+@admin.register(Model)
+class ModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "key",
+        "type",
+        "quantization",
+        "download_size_display",
+        "installed_display",
+        "size_on_disk_display",
+        "used_by",
+        "active_display",
+        "recommended",
+        "source",
+    ]
+    list_filter = ["type", InstalledFilter, "source", "recommended", "in_registry"]
+    search_fields = ["name", "key", "repo_id", "family", "description"]
+    readonly_fields = ["source", "in_registry", "registry_file", "created_at", "updated_at"]
+    actions = ["activate_selected", "reconcile_store"]
+    list_per_page = 50
+
+    def get_queryset(self, request):
+        return selectors.model_queryset()
+
+    def get_readonly_fields(self, request, obj=None):
+        # Curated entries come from YAML; a hand edit would be undone by the next sync.
+        if obj is not None and obj.source == "curated":
+            return [f.name for f in Model._meta.fields]
+        return self.readonly_fields
+
+    @admin.display(description="download size", ordering="download_size")
+    def download_size_display(self, obj):
+        return filesizeformat(obj.download_size) if obj.download_size else "—"
+
+    @admin.display(description="installed", boolean=True, ordering="installation__installed_at")
+    def installed_display(self, obj):
+        return hasattr(obj, "installation")
+
+    @admin.display(description="on disk", ordering="installation__size_on_disk")
+    def size_on_disk_display(self, obj):
+        inst = getattr(obj, "installation", None)
+        return filesizeformat(inst.size_on_disk) if inst else "—"
+
+    @admin.display(description="used by", ordering="collections_count")
+    def used_by(self, obj):
+        n = obj.collections_count
+        return f"{n} collection{'s' if n != 1 else ''}" if n else "—"
+
+    @admin.display(description="active", boolean=True, ordering="is_active")
+    def active_display(self, obj):
+        return obj.is_active
+
+    @admin.action(description="Make active for its type")
+    def activate_selected(self, request, queryset):
+        for model in queryset:
+            try:
+                services.model_activate(model=model, user=request.user)
+            except ModelyardError as exc:
+                self.message_user(
+                    request, f"{model.key}: {exc.code}: {exc.message}", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"{model.name} is now the active {model.type} model.")
+
+    @admin.action(description="Reconcile installed state with the store")
+    def reconcile_store(self, request, queryset):
+        result = services.store_reconcile()
+        self.message_user(request, f"Store reconciled: {result.summary()}.")
+
+
+@admin.register(Installation)
+class InstallationAdmin(ReadOnlyAdmin):
+    list_display = [
+        "model",
+        "location",
+        "short_commit",
+        "size",
+        "installed_at",
+        "last_used_at",
+        "pinned",
+    ]
+    list_filter = ["location", "pinned"]
+    search_fields = ["model__key", "model__name", "model__repo_id"]
+    list_select_related = ["model"]
+
+    @admin.display(description="commit")
+    def short_commit(self, obj):
+        return obj.commit_hash[:10]
+
+    @admin.display(description="size", ordering="size_on_disk")
+    def size(self, obj):
+        return filesizeformat(obj.size_on_disk)
+
+
+@admin.register(Operation)
+class OperationAdmin(ReadOnlyAdmin):
+    list_display = ["model", "kind", "state", "progress", "error_code", "created_at", "finished_at"]
+    list_filter = ["kind", "state", "error_code"]
+    search_fields = ["model__key", "model__name", "task_id"]
+    list_select_related = ["model"]
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        if not obj.bytes_total:
+            return "—"
+        percent = 100 * obj.bytes_done / obj.bytes_total
+        return format_html(
+            "{}% ({} of {})",
+            f"{percent:.0f}",
+            filesizeformat(obj.bytes_done),
+            filesizeformat(obj.bytes_total),
+        )
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "model", "message", "error_code", "actor"]
+    list_filter = ["kind", "error_code"]
+    search_fields = ["message", "model__key"]
+    list_select_related = ["model", "actor"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(ActiveModel)
+class ActiveModelAdmin(ReadOnlyAdmin):
+    list_display = ["type", "model", "activated_at", "activated_by"]
+    list_select_related = ["model", "activated_by"]
+
+
+@admin.register(StoreScan)
+class StoreScanAdmin(ReadOnlyAdmin):
+    list_display = [
+        "scanned_at",
+        "managed",
+        "unmanaged",
+        "partial",
+        "unmanaged_count",
+        "duration_ms",
+    ]
+
+    @admin.display(description="managed")
+    def managed(self, obj):
+        return filesizeformat(obj.managed_bytes)
+
+    @admin.display(description="unmanaged")
+    def unmanaged(self, obj):
+        return filesizeformat(obj.unmanaged_bytes)
+
+    @admin.display(description="partial files")
+    def partial(self, obj):
+        return filesizeformat(obj.partial_bytes)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "hint", "created_at", "last_used_at", "revoked"]
+    list_filter = ["revoked"]
+    fields = ["user", "name", "revoked", "hint", "created_at", "last_used_at"]
+    readonly_fields = ["hint", "created_at", "last_used_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None:
+            return [*self.readonly_fields, "user", "name"]
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, raw = services.api_token_create(user=obj.user, name=obj.name)
+        obj.pk = token.pk
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            format_html("Token created. Copy it now, it is not shown again: <code>{}</code>", raw),
+            messages.WARNING,
+        )

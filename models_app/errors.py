@@ -1,0 +1,126 @@
+"""The one exception hierarchy. Each error carries a stable code and an HTTP status.
+
+The API maps these to a JSON body once, the HTMX views to a partial, the CLI to
+an exit status; the codes are the same everywhere (ARCHITECTURE.md).
+"""
+
+from typing import Any
+
+
+class ModelyardError(Exception):
+    code = "ERR_INTERNAL"
+    status = 500
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(ModelyardError):
+    code = "ERR_INVALID"
+    status = 422
+
+
+class NotAuthenticated(ModelyardError):
+    code = "ERR_UNAUTHENTICATED"
+    status = 401
+
+
+class PermissionDenied(ModelyardError):
+    code = "ERR_FORBIDDEN"
+    status = 403
+
+
+class NotFound(ModelyardError):
+    code = "ERR_NOT_FOUND"
+    status = 404
+
+
+class AlreadyRunning(ModelyardError):
+    code = "ERR_ALREADY_RUNNING"
+    status = 409
+
+
+class InUse(ModelyardError):
+    code = "ERR_IN_USE"
+    status = 409
+
+
+class ConfirmRequired(ModelyardError):
+    code = "ERR_CONFIRM_REQUIRED"
+    status = 409
+
+
+class NotInstalled(ModelyardError):
+    code = "ERR_NOT_INSTALLED"
+    status = 409
+
+
+class Incompatible(ModelyardError):
+    code = "ERR_INCOMPATIBLE"
+    status = 409
+
+
+class DiskSpace(ModelyardError):
+    code = "ERR_DISK_SPACE"
+    status = 507
+
+
+class NetworkError(ModelyardError):
+    code = "ERR_NETWORK"
+    status = 502
+
+
+class TimedOut(ModelyardError):
+    code = "ERR_TIMEOUT"
+    status = 504
+
+
+class UpstreamError(ModelyardError):
+    code = "ERR_UPSTREAM"
+    status = 502
+
+
+class AuthError(ModelyardError):
+    """The hub refused us: a gated repo or a bad token."""
+
+    code = "ERR_AUTH"
+    status = 502
+
+
+class ChecksumError(ModelyardError):
+    code = "ERR_CHECKSUM"
+    status = 502
+
+
+class FormatError(ModelyardError):
+    code = "ERR_FORMAT"
+    status = 422
+
+
+class InsufficientRam(ModelyardError):
+    code = "ERR_INSUFFICIENT_RAM"
+    status = 409
+
+
+class RegistryError(ModelyardError):
+    """A registry file is invalid; the message names the file, the entry and the field."""
+
+    code = "ERR_REGISTRY"
+    status = 422
+
+    def __init__(self, message: str, *, file: str = "", entry: str = "", field: str = ""):
+        super().__init__(message, details={"file": file, "entry": entry, "field": field})
+        self.file, self.entry, self.field = file, entry, field
+
+
+class Cancelled(ModelyardError):
+    code = "ERR_CANCELLED"
+    status = 409

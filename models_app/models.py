@@ -1,0 +1,309 @@
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from .constants import MODEL_KEY_RE, REPO_ID_RE
+
+
+class ModelType(models.TextChoices):
+    EMBEDDING = "embedding", "Embedding"
+    LLM = "llm", "LLM"
+    RERANKER = "reranker", "Reranker"
+    SPLADE = "splade", "SPLADE"
+
+
+class ModelSource(models.TextChoices):
+    CURATED = "curated", "Curated"
+    CUSTOM = "custom", "Custom"
+
+
+class Model(models.Model):
+    """One registry entry: a repo at a revision and the files one use of it needs.
+
+    Entries are addressed by `key` (a slug), never by repo id: one repo can carry
+    several entries (a GGUF repo with a Q4_K_M and a Q5_K_M file).
+    """
+
+    key = models.CharField(max_length=200, unique=True, validators=[RegexValidator(MODEL_KEY_RE)])
+    repo_id = models.CharField(
+        max_length=200, db_index=True, validators=[RegexValidator(REPO_ID_RE)]
+    )
+    revision = models.CharField(max_length=100, default="main")
+    type = models.CharField(max_length=16, choices=ModelType.choices, db_index=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    family = models.CharField(max_length=100, blank=True)
+    parameter_count = models.BigIntegerField(null=True, blank=True)
+    quantization = models.CharField(max_length=50, blank=True)
+    gguf_file = models.CharField(max_length=300, blank=True)
+    allow_patterns = models.JSONField(default=list, blank=True)
+    download_size = models.BigIntegerField(null=True, blank=True)
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    embedding_dimension = models.PositiveIntegerField(null=True, blank=True)
+    pooling = models.CharField(max_length=20, blank=True)
+    query_prefix = models.TextField(blank=True)
+    document_prefix = models.TextField(blank=True)
+    memory_estimates = models.JSONField(default=dict, blank=True)
+    ram_required = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.JSONField(default=dict, blank=True)
+    recommended = models.BooleanField(default=False, db_index=True)
+    tags = models.JSONField(default=list, blank=True)
+    license = models.CharField(max_length=100, blank=True)
+    source = models.CharField(
+        max_length=10, choices=ModelSource.choices, default=ModelSource.CURATED
+    )
+    # False once a curated entry left the YAML files; the row stays while installed.
+    in_registry = models.BooleanField(default=True)
+    registry_file = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["type", "name"]
+        indexes = [models.Index(fields=["type", "name"], name="model_type_name_idx")]
+
+    def __str__(self):
+        return f"{self.name} ({self.key})"
+
+    @property
+    def file_patterns(self) -> list[str]:
+        """Return the file patterns this entry needs from its repo."""
+        return [self.gguf_file] if self.gguf_file else list(self.allow_patterns)
+
+
+class StoreLocation(models.TextChoices):
+    PRIMARY = "primary", "Models store"
+    LEGACY = "legacy", "Legacy cache (read-only)"
+
+
+class Installation(models.Model):
+    """What of a registry entry is on disk, as last reconciled with the store."""
+
+    model = models.OneToOneField(Model, on_delete=models.CASCADE, related_name="installation")
+    location = models.CharField(
+        max_length=10, choices=StoreLocation.choices, default=StoreLocation.PRIMARY
+    )
+    commit_hash = models.CharField(max_length=64, blank=True)
+    snapshot_path = models.CharField(max_length=1000, blank=True)
+    files = models.JSONField(default=list, blank=True)
+    size_on_disk = models.BigIntegerField(default=0)
+    installed_at = models.DateTimeField()
+    verified_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    use_count = models.PositiveIntegerField(default=0)
+    pinned = models.BooleanField(default=False)
+    reconciled_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["model__name"]
+
+    def __str__(self):
+        return f"{self.model.key} @ {self.commit_hash[:8]}"
+
+
+class UnmanagedRepo(models.Model):
+    """A repo found in a store that no registry entry claims."""
+
+    repo_id = models.CharField(max_length=300)
+    repo_type = models.CharField(max_length=20, default="model")
+    location = models.CharField(
+        max_length=10, choices=StoreLocation.choices, default=StoreLocation.PRIMARY
+    )
+    size_on_disk = models.BigIntegerField(default=0)
+    revisions = models.JSONField(default=list, blank=True)
+    last_modified = models.DateTimeField(null=True, blank=True)
+    reconciled_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["repo_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repo_type", "repo_id", "location"], name="unmanaged_repo_unique"
+            )
+        ]
+
+    def __str__(self):
+        return self.repo_id
+
+
+class StoreScan(models.Model):
+    """The figures of one reconcile, so that reads never walk the filesystem."""
+
+    scanned_at = models.DateTimeField(db_index=True)
+    managed_bytes = models.BigIntegerField(default=0)
+    unmanaged_bytes = models.BigIntegerField(default=0)
+    unmanaged_count = models.PositiveIntegerField(default=0)
+    partial_bytes = models.BigIntegerField(default=0)
+    partial_files = models.JSONField(default=list, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-scanned_at"]
+        get_latest_by = "scanned_at"
+
+    def __str__(self):
+        return f"scan {self.scanned_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def total_bytes(self) -> int:
+        return self.managed_bytes + self.unmanaged_bytes + self.partial_bytes
+
+
+class OperationKind(models.TextChoices):
+    DOWNLOAD = "download", "Download"
+    DELETE = "delete", "Delete"
+    VERIFY = "verify", "Verify"
+    UPDATE = "update", "Update"
+
+
+class OperationState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+ACTIVE_STATES = (OperationState.QUEUED, OperationState.RUNNING)
+
+
+class Operation(models.Model):
+    """One download, delete, verify or update of a model; a persisted background job."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="operations")
+    kind = models.CharField(max_length=10, choices=OperationKind.choices)
+    state = models.CharField(
+        max_length=12, choices=OperationState.choices, default=OperationState.QUEUED
+    )
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(null=True, blank=True)
+    speed = models.FloatField(null=True, blank=True, help_text="Bytes per second, moving average.")
+    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    commit_hash = models.CharField(max_length=64, blank=True)
+    plan = models.JSONField(default=list, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # The database, not a process, guarantees one active operation per model.
+            models.UniqueConstraint(
+                fields=["model"],
+                condition=Q(state__in=["queued", "running"]),
+                name="one_active_operation_per_model",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="operation_state_hb_idx")]
+
+    def __str__(self):
+        return f"{self.kind} {self.model.key} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+class ActiveModel(models.Model):
+    """The model in use for one type; at most one row per type."""
+
+    type = models.CharField(max_length=16, choices=ModelType.choices, unique=True)
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="+")
+    activated_at = models.DateTimeField(auto_now=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["type"]
+
+    def __str__(self):
+        return f"{self.type}: {self.model.key}"
+
+
+class EventKind(models.TextChoices):
+    STARTED = "started", "Started"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    INTERRUPTED = "interrupted", "Interrupted"
+    DELETED = "deleted", "Deleted"
+    SWITCHED = "switched", "Switched"
+    LOADED = "loaded", "Loaded"
+    SYNCED = "synced", "Registry synced"
+    RECONCILED = "reconciled", "Store reconciled"
+
+
+class Event(models.Model):
+    """An audit line: what happened to which model, by whom."""
+
+    kind = models.CharField(max_length=12, choices=EventKind.choices, db_index=True)
+    model = models.ForeignKey(
+        Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    operation = models.ForeignKey(
+        Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    message = models.TextField()
+    error_code = models.CharField(max_length=40, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.kind}: {self.message}"
+
+
+def token_digest(raw: str) -> str:
+    """Return the stored form of an API token."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token for the API; only its sha256 is stored."""
+
+    PREFIX = "myd_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(
+        max_length=12, editable=False, help_text="First characters, to tell tokens apart."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.name} ({self.hint}…)"
+
+    @classmethod
+    def new_raw(cls) -> str:
+        return cls.PREFIX + secrets.token_urlsafe(32)

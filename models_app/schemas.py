@@ -1,0 +1,142 @@
+"""API shapes (ninja schemas) for models, cache and active models."""
+
+from datetime import datetime
+
+from ninja import Field, Schema
+
+
+class InstallationOut(Schema):
+    location: str
+    commit_hash: str
+    size_on_disk: int
+    files: list[str]
+    installed_at: datetime
+    verified_at: datetime | None
+    last_used_at: datetime | None
+    use_count: int
+    pinned: bool
+    reconciled_at: datetime
+
+
+class ModelListItem(Schema):
+    key: str
+    repo_id: str
+    revision: str
+    type: str
+    name: str
+    description: str
+    family: str
+    parameter_count: int | None
+    quantization: str
+    download_size: int | None
+    recommended: bool
+    tags: list[str]
+    source: str
+    in_registry: bool
+    installed: bool
+    size_on_disk: int | None
+    is_active: bool
+    collections_count: int
+
+    @staticmethod
+    def resolve_installed(obj) -> bool:
+        return _installation(obj) is not None
+
+    @staticmethod
+    def resolve_size_on_disk(obj) -> int | None:
+        inst = _installation(obj)
+        return inst.size_on_disk if inst else None
+
+
+class MemoryRow(Schema):
+    quantization: str
+    bytes: int
+
+
+class ModelDetail(ModelListItem):
+    gguf_file: str
+    allow_patterns: list[str]
+    context_window: int | None
+    embedding_dimension: int | None
+    pooling: str
+    query_prefix: str
+    document_prefix: str
+    memory_estimates: dict[str, int | None]
+    memory_table: list[MemoryRow]
+    ram_required: int | None
+    sha256: dict[str, str]
+    license: str
+    registry_file: str
+    installation: InstallationOut | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_installation(obj):
+        return _installation(obj)
+
+    @staticmethod
+    def resolve_memory_table(obj):
+        from .selectors import memory_table
+
+        return memory_table(obj)
+
+
+def _installation(obj):
+    try:
+        return obj.installation
+    except AttributeError:  # RelatedObjectDoesNotExist subclasses AttributeError
+        return None
+
+
+class ModelPage(Schema):
+    count: int
+    page: int
+    page_size: int
+    pages: int
+    items: list[ModelListItem]
+
+
+class ActiveModelOut(Schema):
+    type: str
+    model: str = Field(..., alias="model.key")
+    name: str = Field(..., alias="model.name")
+    activated_at: datetime
+
+
+class ActivateIn(Schema):
+    type: str
+    model: str
+
+
+class UnmanagedRepoOut(Schema):
+    repo_id: str
+    repo_type: str
+    location: str
+    size_on_disk: int
+    revisions: list[str]
+    last_modified: datetime | None
+
+
+class CacheOut(Schema):
+    store_path: str
+    scanned_at: datetime | None
+    total_bytes: int
+    managed_bytes: int
+    unmanaged_bytes: int
+    unmanaged_count: int
+    partial_bytes: int
+    partial_count: int
+    installed_count: int
+    free_disk_bytes: int
+    disk_total_bytes: int
+    warnings: list[str]
+    unmanaged_repos: list[UnmanagedRepoOut]
+
+
+class ReconcileOut(Schema):
+    installed: list[str]
+    uninstalled: list[str]
+    unmanaged: list[str]
+    partial_files: int
+    warnings: list[str]

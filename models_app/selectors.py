@@ -1,0 +1,147 @@
+"""Reads. One query path feeds the API, the admin, the HTMX page and the CLI."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from django.conf import settings
+from django.db.models import Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from . import store
+from .errors import NotFound
+from .models import ActiveModel, Installation, Model, StoreScan, UnmanagedRepo
+
+StatusFilter = Literal["all", "installed", "available"]
+SortKey = Literal[
+    "name", "-name", "type", "-type", "size", "-size", "params", "-params", "recommended",
+    "installed", "-installed", "updated", "-updated",
+]  # fmt: skip
+
+SORTS = {
+    "name": ["name", "key"],
+    "type": ["type", "name", "key"],
+    "size": [F("download_size").asc(nulls_last=True), "key"],
+    "params": [F("parameter_count").asc(nulls_last=True), "key"],
+    "recommended": ["-recommended", "type", "name", "key"],
+    "installed": [F("installation__installed_at").asc(nulls_last=True), "key"],
+    "updated": ["updated_at", "key"],
+}
+
+
+def _descending(order: list) -> list:
+    flipped = []
+    for item in order:
+        if isinstance(item, str):
+            flipped.append(item[1:] if item.startswith("-") else f"-{item}")
+        else:
+            flipped.append(F(item.expression.name).desc(nulls_last=True))
+    return flipped
+
+
+def collections_count_subquery():
+    """Return a subquery counting the collections that use the outer model in any role."""
+    from collections_app.models import Collection
+
+    using = (
+        Collection.objects.filter(
+            Q(embedding_model=OuterRef("pk"))
+            | Q(reranker_model=OuterRef("pk"))
+            | Q(splade_model=OuterRef("pk"))
+        )
+        .order_by()
+        .annotate(n=Func(F("id"), function="COUNT"))
+        .values("n")
+    )
+    return Coalesce(Subquery(using, output_field=IntegerField()), Value(0))
+
+
+def model_queryset() -> QuerySet[Model]:
+    """Return models with their install state, active flag and usage count, in one query."""
+    return Model.objects.select_related("installation").annotate(
+        collections_count=collections_count_subquery(),
+        is_active=Exists(ActiveModel.objects.filter(model=OuterRef("pk"))),
+    )
+
+
+def model_list(
+    *,
+    type: str | None = None,
+    status: StatusFilter = "all",
+    search: str | None = None,
+    recommended: bool | None = None,
+    sort: SortKey = "name",
+) -> QuerySet[Model]:
+    """Return the filtered, sorted model list."""
+    qs = model_queryset()
+    if type:
+        qs = qs.filter(type=type)
+    if status == "installed":
+        qs = qs.filter(installation__isnull=False)
+    elif status == "available":
+        qs = qs.filter(installation__isnull=True)
+    if recommended is not None:
+        qs = qs.filter(recommended=recommended)
+    if search:
+        for word in search.split():
+            qs = qs.filter(
+                Q(name__icontains=word)
+                | Q(key__icontains=word)
+                | Q(repo_id__icontains=word)
+                | Q(family__icontains=word)
+                | Q(description__icontains=word)
+            )
+    base = sort.lstrip("-")
+    order = SORTS[base]
+    return qs.order_by(*(_descending(order) if sort.startswith("-") else order))
+
+
+def model_get(*, key: str) -> Model:
+    """Return one model with the list's annotations, or raise NotFound."""
+    try:
+        return model_queryset().get(key=key)
+    except Model.DoesNotExist:
+        raise NotFound(f"No model with key {key!r}.", details={"model": key}) from None
+
+
+def memory_table(model: Model) -> list[dict]:
+    """Return the memory estimate rows of a model, smallest first."""
+    rows = [
+        {"quantization": quant, "bytes": size}
+        for quant, size in (model.memory_estimates or {}).items()
+        if size is not None
+    ]
+    return sorted(rows, key=lambda r: r["bytes"])
+
+
+def active_model_list() -> list[ActiveModel]:
+    return list(ActiveModel.objects.select_related("model").order_by("type"))
+
+
+def latest_scan() -> StoreScan | None:
+    return StoreScan.objects.order_by("-scanned_at", "-id").first()
+
+
+def cache_summary() -> dict:
+    """Return the store figures from the last reconcile plus the free disk right now.
+
+    Free disk is one statvfs call; nothing here walks the store.
+    """
+    scan = latest_scan()
+    total_disk, free_disk = store.disk_usage(settings.MODELS_HUB_DIR)
+    installed = Installation.objects.all()
+    return {
+        "store_path": str(settings.MODELS_HUB_DIR),
+        "scanned_at": scan.scanned_at if scan else None,
+        "total_bytes": scan.total_bytes if scan else 0,
+        "managed_bytes": scan.managed_bytes if scan else 0,
+        "unmanaged_bytes": scan.unmanaged_bytes if scan else 0,
+        "unmanaged_count": scan.unmanaged_count if scan else 0,
+        "partial_bytes": scan.partial_bytes if scan else 0,
+        "partial_count": len(scan.partial_files) if scan else 0,
+        "installed_count": installed.count(),
+        "free_disk_bytes": free_disk,
+        "disk_total_bytes": total_disk,
+        "warnings": scan.warnings if scan else [],
+        "unmanaged_repos": list(UnmanagedRepo.objects.all()),
+    }

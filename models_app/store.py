@@ -1,0 +1,185 @@
+"""The models store on disk: the Hugging Face cache layout, read through huggingface_hub.
+
+Nothing above this module knows paths. `store_scan` turns a cache directory into
+plain data that the reconcile service compares with the database.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from huggingface_hub import scan_cache_dir
+from huggingface_hub.errors import CacheNotFound
+
+# A snapshot without one of these holds configuration only, not a usable model.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".pt", ".pth", ".h5", ".msgpack")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the snapshot, POSIX separators
+    blob: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    commit_hash: str
+    refs: frozenset[str]
+    path: Path
+    files: dict[str, StoredFile]
+    last_modified: datetime
+
+    def match(self, patterns: list[str]) -> list[StoredFile]:
+        """Return the files matching any pattern, the way hub allow_patterns match."""
+        return [f for p, f in sorted(self.files.items()) if path_matches(p, patterns)]
+
+
+@dataclass(frozen=True)
+class StoredRepo:
+    repo_id: str
+    repo_type: str
+    size_on_disk: int
+    snapshots: list[StoredSnapshot]
+    last_modified: datetime | None
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    path: str  # relative to the store root
+    repo_folder: str
+    size: int
+    modified: datetime
+
+
+@dataclass
+class StoreReport:
+    root: Path
+    repos: list[StoredRepo] = field(default_factory=list)
+    partial_files: list[PartialFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def repo(self, repo_id: str, repo_type: str = "model") -> StoredRepo | None:
+        for repo in self.repos:
+            if repo.repo_id == repo_id and repo.repo_type == repo_type:
+                return repo
+        return None
+
+
+def path_matches(path: str, patterns: list[str]) -> bool:
+    """Return True if a repo file path matches one of the allow-patterns.
+
+    A trailing slash means "everything below this folder", as on the hub.
+    """
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            pattern += "*"
+        if fnmatch.fnmatch(path, pattern):
+            return True
+    return False
+
+
+def _timestamp(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
+
+
+def store_scan(root: Path) -> StoreReport:
+    """Scan one cache directory; a missing directory is an empty store."""
+    report = StoreReport(root=root)
+    try:
+        info = scan_cache_dir(root)
+    except CacheNotFound:
+        return report
+    report.warnings = [str(w) for w in info.warnings if not _download_in_progress(w, root)]
+    for repo in info.repos:
+        snapshots = []
+        for rev in repo.revisions:
+            files = {}
+            for f in rev.files:
+                rel = PurePosixPath(f.file_path.relative_to(rev.snapshot_path).as_posix())
+                files[str(rel)] = StoredFile(path=str(rel), blob=f.blob_path, size=f.size_on_disk)
+            snapshots.append(
+                StoredSnapshot(
+                    commit_hash=rev.commit_hash,
+                    refs=frozenset(rev.refs),
+                    path=rev.snapshot_path,
+                    files=files,
+                    last_modified=_timestamp(rev.last_modified),
+                )
+            )
+        snapshots.sort(key=lambda s: s.last_modified, reverse=True)
+        report.repos.append(
+            StoredRepo(
+                repo_id=repo.repo_id,
+                repo_type=repo.repo_type,
+                size_on_disk=repo.size_on_disk,
+                snapshots=snapshots,
+                last_modified=_timestamp(repo.last_modified),
+            )
+        )
+    report.repos.sort(key=lambda r: (r.repo_type, r.repo_id))
+    for partial in sorted(info.incomplete_files, key=lambda p: str(p.file_path)):
+        rel = partial.file_path.relative_to(info.cache_dir)
+        try:
+            modified = _timestamp(partial.file_path.stat().st_mtime)
+        except OSError:
+            continue
+        report.partial_files.append(
+            PartialFile(
+                path=rel.as_posix(),
+                repo_folder=rel.parts[0],
+                size=partial.size_on_disk,
+                modified=modified,
+            )
+        )
+    return report
+
+
+def _download_in_progress(warning: Exception, root: Path) -> bool:
+    """Return True for a repo folder that holds only partial blobs: a first download under way.
+
+    huggingface_hub calls such a folder corrupted because it has no snapshots yet.
+    """
+    for repo_dir in root.iterdir():
+        if str(repo_dir) not in str(warning) or (repo_dir / "snapshots").exists():
+            continue
+        blobs = list((repo_dir / "blobs").glob("*")) if (repo_dir / "blobs").is_dir() else []
+        return all(b.name.endswith(".incomplete") for b in blobs)
+    return False
+
+
+def pick_snapshot(repo: StoredRepo, revision: str, patterns: list[str]) -> StoredSnapshot | None:
+    """Return the snapshot that holds an entry: the one its revision points at, else the newest.
+
+    A snapshot qualifies only if it holds the entry's files and at least one weights file.
+    """
+
+    def complete(snapshot: StoredSnapshot) -> bool:
+        matched = snapshot.match(patterns)
+        return any(f.path.endswith(WEIGHT_SUFFIXES) for f in matched)
+
+    preferred = [s for s in repo.snapshots if revision in s.refs or s.commit_hash == revision]
+    others = [s for s in repo.snapshots if s not in preferred]
+    for snapshot in preferred + others:
+        if complete(snapshot):
+            return snapshot
+    return None
+
+
+def disk_usage(root: Path) -> tuple[int, int]:
+    """Return (total, free) bytes of the filesystem holding root (or its nearest parent)."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    return usage.total, usage.free
+
+
+def ensure_store(root: Path) -> None:
+    """Create the store directory so that tools pointed at it find a cache."""
+    os.makedirs(root, exist_ok=True)
