@@ -84,6 +84,7 @@ def registry_sync(*, paths: list[Path] | None = None) -> SyncResult:
             values = entry.model_fields_for_db() | {
                 "source": ModelSource.CURATED,
                 "in_registry": True,
+                "registry_file": _relative_to_project(entry.registry_file),
             }
             row = existing.get(key)
             if row is None:
@@ -127,6 +128,15 @@ def registry_sync(*, paths: list[Path] | None = None) -> SyncResult:
                 removed=result.removed,
             )
     return result
+
+
+def _relative_to_project(path: str) -> str:
+    """Return a registry file path relative to the project, so it does not depend on the cwd."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(settings.BASE_DIR).as_posix()
+    except ValueError:
+        return str(resolved)
 
 
 # --- installed state ------------------------------------------------------------------
