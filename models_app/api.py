@@ -50,7 +50,7 @@ def list_models(request, filters: Query[ModelFilters]):
         "page": filters.page,
         "page_size": filters.page_size,
         "pages": max(1, math.ceil(count / filters.page_size)),
-        "items": list(qs[start : start + filters.page_size]),
+        "items": selectors.model_page(qs, offset=start, limit=filters.page_size),
     }
 
 

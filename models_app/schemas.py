@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from ninja import Field, Schema
+from pydantic import BaseModel
 
 
 class InstallationOut(Schema):
@@ -18,7 +19,9 @@ class InstallationOut(Schema):
     reconciled_at: datetime
 
 
-class ModelListItem(Schema):
+class ModelFields(BaseModel):
+    """The list columns. A plain pydantic model: list rows are dicts, not ORM objects."""
+
     key: str
     repo_id: str
     revision: str
@@ -38,6 +41,17 @@ class ModelListItem(Schema):
     is_active: bool
     collections_count: int
 
+
+class MemoryRow(Schema):
+    quantization: str
+    bytes: int
+
+
+class ModelListItem(ModelFields):
+    pass
+
+
+class ModelDetail(Schema, ModelFields):
     @staticmethod
     def resolve_installed(obj) -> bool:
         return _installation(obj) is not None
@@ -47,13 +61,6 @@ class ModelListItem(Schema):
         inst = _installation(obj)
         return inst.size_on_disk if inst else None
 
-
-class MemoryRow(Schema):
-    quantization: str
-    bytes: int
-
-
-class ModelDetail(ModelListItem):
     gguf_file: str
     allow_patterns: list[str]
     context_window: int | None

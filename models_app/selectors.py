@@ -5,7 +5,19 @@ from __future__ import annotations
 from typing import Literal
 
 from django.conf import settings
-from django.db.models import Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    BooleanField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
 from django.db.models.functions import Coalesce
 
 from . import store
@@ -40,20 +52,25 @@ def _descending(order: list) -> list:
 
 
 def collections_count_subquery():
-    """Return a subquery counting the collections that use the outer model in any role."""
+    """Return an expression counting the collections that use the outer model in any role.
+
+    One indexed count per foreign key: an OR across the three columns would scan the
+    whole collections table for every model. A model has one type, so it fills at
+    most one role and the sum counts each collection once.
+    """
     from collections_app.models import Collection
 
-    using = (
-        Collection.objects.filter(
-            Q(embedding_model=OuterRef("pk"))
-            | Q(reranker_model=OuterRef("pk"))
-            | Q(splade_model=OuterRef("pk"))
+    def count_by(field: str):
+        using = (
+            Collection.objects.filter(**{field: OuterRef("pk")})
+            .order_by()
+            .values(field)
+            .annotate(n=Func(F("id"), function="COUNT"))
+            .values("n")
         )
-        .order_by()
-        .annotate(n=Func(F("id"), function="COUNT"))
-        .values("n")
-    )
-    return Coalesce(Subquery(using, output_field=IntegerField()), Value(0))
+        return Coalesce(Subquery(using, output_field=IntegerField()), Value(0))
+
+    return count_by("embedding_model") + count_by("reranker_model") + count_by("splade_model")
 
 
 def model_queryset() -> QuerySet[Model]:
@@ -94,6 +111,35 @@ def model_list(
     base = sort.lstrip("-")
     order = SORTS[base]
     return qs.order_by(*(_descending(order) if sort.startswith("-") else order))
+
+
+LIST_FIELDS = (
+    "key", "repo_id", "revision", "type", "name", "description", "family", "parameter_count",
+    "quantization", "download_size", "recommended", "tags", "source", "in_registry",
+)  # fmt: skip
+
+
+def model_page(qs: QuerySet[Model], *, offset: int, limit: int) -> list[dict]:
+    """Return one page of the list as dicts, in the queryset's order.
+
+    The page's ids are found first, so the per-row usage and install columns are
+    computed for the page only, not for every row the sort has to look at.
+    """
+    ids = list(qs.values_list("id", flat=True)[offset : offset + limit])
+    rows = (
+        Model.objects.filter(id__in=ids)
+        .annotate(
+            collections_count=collections_count_subquery(),
+            is_active=Exists(ActiveModel.objects.filter(model=OuterRef("pk"))),
+            installed=ExpressionWrapper(
+                Q(installation__id__isnull=False), output_field=BooleanField()
+            ),
+            size_on_disk=F("installation__size_on_disk"),
+        )
+        .values("id", *LIST_FIELDS, "collections_count", "is_active", "installed", "size_on_disk")
+    )
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[i] for i in ids]
 
 
 def model_get(*, key: str) -> Model:
