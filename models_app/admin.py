@@ -99,7 +99,9 @@ class ModelAdmin(admin.ModelAdmin):
                 services.model_activate(model=model, user=request.user)
             except ModelyardError as exc:
                 self.message_user(
-                    request, f"{model.key}: {exc.code}: {exc.message}", messages.ERROR
+                    request,
+                    f"Cannot activate {model.key}: {exc.code}: {exc.message}",
+                    messages.ERROR,
                 )
             else:
                 self.message_user(request, f"{model.name} is now the active {model.type} model.")

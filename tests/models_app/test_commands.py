@@ -1,0 +1,114 @@
+"""Management commands: tokens, the first superuser, and `run` as a real process tree."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from models_app.models import ApiToken, token_digest
+from tests.factories import UserFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_api_token_prints_a_working_token_once(capsys):
+    UserFactory(username="ops", is_superuser=True)
+    call_command("api_token", "ops", "--name", "deploy")
+    raw = capsys.readouterr().out.strip()
+    token = ApiToken.objects.get(name="deploy")
+    assert token.digest == token_digest(raw) and raw not in token.digest
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("username", "superuser", "code"),
+    [("nobody", False, "ERR_NOT_FOUND"), ("plain", False, "ERR_INVALID")],
+)
+def test_api_token_refusals(capsys, username, superuser, code):
+    UserFactory(username="plain")
+    with pytest.raises(SystemExit) as info:
+        call_command("api_token", username)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"{code}: ")
+    assert not ApiToken.objects.exists()
+
+
+@pytest.mark.django_db
+def test_ensure_superuser_from_settings(settings, capsys):
+    settings.MODELYARD_ADMIN_USER = "boss"
+    settings.MODELYARD_ADMIN_PASSWORD = "s3cret-pw"
+    call_command("ensure_superuser")
+    boss = get_user_model().objects.get(username="boss")
+    assert boss.is_superuser and boss.check_password("s3cret-pw")
+    assert "s3cret-pw" not in capsys.readouterr().out
+    call_command("ensure_superuser")
+    assert "exists already" in capsys.readouterr().out
+    assert get_user_model().objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_ensure_superuser_generates_and_prints_a_password_once(settings, capsys):
+    settings.MODELYARD_ADMIN_PASSWORD = ""
+    call_command("ensure_superuser")
+    out = capsys.readouterr().out
+    password = out.split("Password: ")[1].split()[0]
+    assert get_user_model().objects.get(username="admin").check_password(password)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'run.sqlite3'}",
+        MODELS_DIR=str(tmp_path / "models"),
+        LEGACY_HUB_DIR=str(tmp_path / "no-legacy"),
+        Q_WORKERS="1",
+    )
+    env.pop("REDIS_URL", None)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*manage, "run", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/") as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "daphne did not answer within 60 s"
+                time.sleep(0.3)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        cmdlines = [" ".join(c.cmdline()) for c in children]
+        assert any("daphne" in c for c in cmdlines), cmdlines
+        assert any("qcluster" in c for c in cmdlines), cmdlines
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], [c.cmdline() for c in alive]
+        output = proc.stdout.read()
+        assert "Registry synced" in output and "Store reconciled" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
