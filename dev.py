@@ -34,7 +34,7 @@ def check(*cmd, env=None):
 
 def ensure_installed():
     """Create the virtualenv and install the project, unless pyproject.toml is unchanged."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  (this script runs before the venv exists)
         sys.exit(f"Modelyard needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
     if not PYTHON.exists():
         print(f"Creating virtualenv in {VENV}", flush=True)

@@ -105,7 +105,7 @@ def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
         assert any("qcluster" in c for c in cmdlines), cmdlines
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-        gone, alive = psutil.wait_procs(children, timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], [c.cmdline() for c in alive]
         output = proc.stdout.read()
         assert "Registry synced" in output and "Store reconciled" in output
