@@ -4,6 +4,7 @@ This is the only module that reads the environment. Defaults run on a fresh
 laptop: SQLite under ./data/, no Redis, the models store under ./models/.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -93,6 +94,9 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # A file, not memory, so that a worker process started by a test sees the test data.
+    # One file per test process, so that parallel runs do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
     # WAL and a busy timeout let the web process and the worker share the file.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
@@ -133,6 +137,18 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# Downloads and operations (issue 3). Sizes in bytes, times in seconds.
+DOWNLOAD_DISK_RESERVE = env.int("DOWNLOAD_DISK_RESERVE", default=1024**3)
+DOWNLOAD_RETRY_ATTEMPTS = env.int("DOWNLOAD_RETRY_ATTEMPTS", default=5)
+DOWNLOAD_RETRY_BASE_DELAY = env.float("DOWNLOAD_RETRY_BASE_DELAY", default=1.0)
+DOWNLOAD_RETRY_MAX_DELAY = env.float("DOWNLOAD_RETRY_MAX_DELAY", default=30.0)
+DOWNLOAD_CONNECT_TIMEOUT = env.float("DOWNLOAD_CONNECT_TIMEOUT", default=10.0)
+DOWNLOAD_READ_TIMEOUT = env.float("DOWNLOAD_READ_TIMEOUT", default=30.0)
+DOWNLOAD_PARALLEL_FILES = env.int("DOWNLOAD_PARALLEL_FILES", default=4)
+OPERATION_PROGRESS_INTERVAL = env.float("OPERATION_PROGRESS_INTERVAL", default=0.25)
+OPERATION_HEARTBEAT_STALE = env.int("OPERATION_HEARTBEAT_STALE", default=60)
+PARTIAL_MAX_AGE = env.int("PARTIAL_MAX_AGE", default=24 * 3600)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

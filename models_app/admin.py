@@ -58,7 +58,7 @@ class ModelAdmin(admin.ModelAdmin):
     list_filter = ["type", InstalledFilter, "source", "recommended", "in_registry"]
     search_fields = ["name", "key", "repo_id", "family", "description"]
     readonly_fields = ["source", "in_registry", "registry_file", "created_at", "updated_at"]
-    actions = ["activate_selected", "reconcile_store"]
+    actions = ["download_selected", "activate_selected", "reconcile_store"]
     list_per_page = 50
 
     def get_queryset(self, request):
@@ -91,6 +91,20 @@ class ModelAdmin(admin.ModelAdmin):
     @admin.display(description="active", boolean=True, ordering="is_active")
     def active_display(self, obj):
         return obj.is_active
+
+    @admin.action(description="Download selected models")
+    def download_selected(self, request, queryset):
+        for model in queryset:
+            try:
+                result = services.download_start(model=model, user=request.user)
+            except ModelyardError as exc:
+                self.message_user(
+                    request, f"Cannot download {model.key}: {exc.code}: {exc.message}",
+                    messages.ERROR,
+                )  # fmt: skip
+                continue
+            level = messages.SUCCESS if result.created else messages.INFO
+            self.message_user(request, f"{model.name}: {result.message}", level)
 
     @admin.action(description="Make active for its type")
     def activate_selected(self, request, queryset):
@@ -139,6 +153,31 @@ class InstallationAdmin(ReadOnlyAdmin):
 @admin.register(Operation)
 class OperationAdmin(ReadOnlyAdmin):
     list_display = ["model", "kind", "state", "progress", "error_code", "created_at", "finished_at"]
+    actions = ["cancel_selected", "retry_selected"]
+
+    def _each(self, request, queryset, service, verb):
+        for op in queryset.select_related("model"):
+            try:
+                op = service(operation=op, user=request.user)
+            except ModelyardError as exc:
+                self.message_user(
+                    request, f"Cannot {verb} #{op.id}: {exc.code}: {exc.message}", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"#{op.id} {op.model.key}: {op.state}.")
+
+    @admin.action(description="Cancel selected operations (partial files stay)")
+    def cancel_selected(self, request, queryset):
+        self._each(request, queryset, services.operation_cancel, "cancel")
+
+    @admin.action(description="Retry selected operations (resumes from partial files)")
+    def retry_selected(self, request, queryset):
+        self._each(request, queryset, services.operation_retry, "retry")
+
+    def has_change_permission(self, request, obj=None):
+        # Actions need change permission; the change form itself stays read-only.
+        return obj is None and request.user.is_superuser
+
     list_filter = ["kind", "state", "error_code"]
     search_fields = ["model__key", "model__name", "task_id"]
     list_select_related = ["model"]

@@ -4,6 +4,7 @@ import math
 from typing import Literal
 
 from ninja import Query, Router, Schema
+from ninja.responses import Status
 from pydantic import Field
 
 from . import selectors, services
@@ -15,7 +16,10 @@ from .schemas import (
     CacheOut,
     ModelDetail,
     ModelPage,
+    OperationOut,
+    OperationPage,
     ReconcileOut,
+    StartOut,
 )
 
 router = Router(tags=["models"])
@@ -94,3 +98,52 @@ def get_cache(request):
 def reconcile_store(request):
     """Rescan the store and update installed state now."""
     return services.store_reconcile()
+
+
+@router.post("/models/{key}/download", response={200: StartOut, 202: StartOut})
+def download_model(request, key: str):
+    """Queue a download (202), or return the active one (200); 409 if another kind runs."""
+    model = selectors.model_get(key=key)
+    result = services.download_start(model=model, user=request.auth)
+    if result.created:
+        body = {"status": "queued", "message": result.message, "operation": result.operation}
+        return Status(202, body)
+    status = "active" if result.operation else "installed"
+    return Status(200, {"status": status, "message": result.message, "operation": result.operation})
+
+
+class OperationFilters(Schema):
+    state: (
+        Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted", "active"]
+        | None
+    ) = None
+    model: str | None = None
+    kind: Literal["download", "delete", "verify", "update"] | None = None
+    limit: int = Field(50, ge=1, le=200)
+
+
+@router.get("/operations", response=OperationPage)
+def list_operations(request, filters: Query[OperationFilters]):
+    """List operations, newest first."""
+    qs = selectors.operation_list(state=filters.state, model=filters.model, kind=filters.kind)
+    return {"count": qs.count(), "items": list(qs[: filters.limit])}
+
+
+@router.get("/operations/{operation_id}", response=OperationOut)
+def get_operation(request, operation_id: int):
+    """Return one operation: state, bytes done and total, speed, ETA, error."""
+    return selectors.operation_get(operation_id=operation_id)
+
+
+@router.post("/operations/{operation_id}/cancel", response=OperationOut)
+def cancel_operation(request, operation_id: int):
+    """Cancel a queued operation, or ask a running one to stop; partial files stay."""
+    op = selectors.operation_get(operation_id=operation_id)
+    return services.operation_cancel(operation=op, user=request.auth)
+
+
+@router.post("/operations/{operation_id}/retry", response={202: OperationOut})
+def retry_operation(request, operation_id: int):
+    """Queue a failed, cancelled or interrupted operation again; it resumes from its partials."""
+    op = selectors.operation_get(operation_id=operation_id)
+    return Status(202, services.operation_retry(operation=op, user=request.auth))

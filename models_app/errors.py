@@ -124,3 +124,10 @@ class RegistryError(ModelyardError):
 class Cancelled(ModelyardError):
     code = "ERR_CANCELLED"
     status = 409
+
+
+class InvalidState(ModelyardError):
+    """The operation is not in a state that allows the request (retry a success, ...)."""
+
+    code = "ERR_INVALID_STATE"
+    status = 409

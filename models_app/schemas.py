@@ -147,3 +147,41 @@ class ReconcileOut(Schema):
     unmanaged: list[str]
     partial_files: int
     warnings: list[str]
+
+
+class OperationOut(Schema):
+    id: int
+    model: str = Field(..., alias="model.key")
+    kind: str
+    state: str
+    bytes_done: int
+    bytes_total: int | None
+    percent: float | None
+    speed: float | None
+    eta_seconds: int | None
+    error_code: str
+    error_message: str
+    cancel_requested: bool
+    attempts: int
+    commit_hash: str
+    heartbeat_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_percent(obj) -> float | None:
+        if not obj.bytes_total:
+            return None
+        return round(100 * obj.bytes_done / obj.bytes_total, 1)
+
+
+class StartOut(Schema):
+    status: str  # "queued" (202), "active" (200: the one already running), "installed" (200)
+    message: str
+    operation: OperationOut | None
+
+
+class OperationPage(Schema):
+    count: int
+    items: list[OperationOut]

@@ -22,7 +22,15 @@ from django.db.models.functions import Coalesce
 
 from . import store
 from .errors import NotFound
-from .models import ActiveModel, Installation, Model, StoreScan, UnmanagedRepo
+from .models import (
+    ACTIVE_STATES,
+    ActiveModel,
+    Installation,
+    Model,
+    Operation,
+    StoreScan,
+    UnmanagedRepo,
+)
 
 StatusFilter = Literal["all", "installed", "available"]
 SortKey = Literal[
@@ -191,3 +199,28 @@ def cache_summary() -> dict:
         "warnings": scan.warnings if scan else [],
         "unmanaged_repos": list(UnmanagedRepo.objects.all()),
     }
+
+
+def operation_list(
+    *, state: str | None = None, model: str | None = None, kind: str | None = None
+) -> QuerySet[Operation]:
+    """Return operations newest first; state "active" means queued or running."""
+    qs = Operation.objects.select_related("model").order_by("-created_at", "-id")
+    if state == "active":
+        qs = qs.filter(state__in=ACTIVE_STATES)
+    elif state:
+        qs = qs.filter(state=state)
+    if model:
+        qs = qs.filter(model__key=model)
+    if kind:
+        qs = qs.filter(kind=kind)
+    return qs
+
+
+def operation_get(*, operation_id: int) -> Operation:
+    try:
+        return Operation.objects.select_related("model").get(pk=operation_id)
+    except Operation.DoesNotExist:
+        raise NotFound(
+            f"No operation #{operation_id}.", details={"operation": operation_id}
+        ) from None

@@ -183,3 +183,73 @@ def disk_usage(root: Path) -> tuple[int, int]:
 def ensure_store(root: Path) -> None:
     """Create the store directory so that tools pointed at it find a cache."""
     os.makedirs(root, exist_ok=True)
+
+
+# --- writing the cache layout -----------------------------------------------------------
+
+
+def repo_dir(root: Path, repo_id: str, repo_type: str = "model") -> Path:
+    return root / (f"{repo_type}s--" + repo_id.replace("/", "--"))
+
+
+def blob_path(root: Path, repo_id: str, blob_id: str) -> Path:
+    return repo_dir(root, repo_id) / "blobs" / blob_id
+
+
+def partial_path(root: Path, repo_id: str, blob_id: str) -> Path:
+    """Return the stable partial file of a blob, so any later process resumes it."""
+    return repo_dir(root, repo_id) / "blobs" / f"{blob_id}.incomplete"
+
+
+def partial_size(root: Path, repo_id: str, blob_id: str) -> int:
+    try:
+        return partial_path(root, repo_id, blob_id).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def prepare_repo(root: Path, repo_id: str) -> None:
+    """Create blobs/ and snapshots/ so that a scan during a first download sees a valid repo."""
+    base = repo_dir(root, repo_id)
+    (base / "blobs").mkdir(parents=True, exist_ok=True)
+    (base / "snapshots").mkdir(parents=True, exist_ok=True)
+
+
+def link_snapshot(root: Path, repo_id: str, commit_hash: str, path: str, blob_id: str) -> None:
+    """Point snapshots/<commit>/<path> at its blob with a relative symlink, as the hub does."""
+    base = repo_dir(root, repo_id)
+    link = base / "snapshots" / commit_hash / PurePosixPath(path)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = os.path.relpath(base / "blobs" / blob_id, link.parent)
+    tmp = link.with_name(f".{link.name}.link")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)  # atomic: a reader never sees a missing or half-made link
+
+
+def write_ref(root: Path, repo_id: str, revision: str, commit_hash: str) -> None:
+    """Record which commit a branch or tag name points at (refs/<revision>)."""
+    if revision == commit_hash:
+        return
+    ref = repo_dir(root, repo_id) / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(f".{ref.name}.tmp")
+    tmp.write_text(commit_hash)
+    os.replace(tmp, ref)
+
+
+def stale_partials(root: Path, *, older_than: datetime, keep: set[str]) -> list[Path]:
+    """Return partial files and sidecars written before a time, except for kept blob ids."""
+    stale = []
+    for path in root.glob("*/blobs/*.incomplete*"):
+        blob_id = path.name.split(".incomplete", 1)[0]
+        if blob_id in keep:
+            continue
+        try:
+            modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        except FileNotFoundError:
+            continue
+        if modified < older_than:
+            stale.append(path)
+    return stale

@@ -3,16 +3,32 @@
 from .activation import model_activate
 from .events import event_record
 from .installed import ReconcileResult, store_reconcile
+from .operations import (
+    StartResult,
+    download_start,
+    operation_cancel,
+    operation_retry,
+    operation_start,
+    operations_reap,
+    partials_cleanup,
+)
 from .registry_sync import SyncResult, registry_sync
 from .tokens import api_token_authenticate, api_token_create
 
 __all__ = [
     "ReconcileResult",
+    "StartResult",
     "SyncResult",
     "api_token_authenticate",
     "api_token_create",
+    "download_start",
     "event_record",
     "model_activate",
+    "operation_cancel",
+    "operation_retry",
+    "operation_start",
+    "operations_reap",
+    "partials_cleanup",
     "registry_sync",
     "store_reconcile",
 ]

@@ -1,0 +1,258 @@
+"""Run a download operation: plan, disk preflight, verified transfer, snapshot, reconcile.
+
+The byte transfer is fetch.py's; this module orchestrates files in parallel and is the
+only writer of the operation row while it runs (fetch threads never touch the database).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+from django.conf import settings
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from .. import hub, store
+from ..errors import Cancelled, DiskSpace, ModelyardError
+from ..fetch import BlobSpec, RetryPolicy, fetch_blob
+from ..models import Installation, Operation, OperationState
+from .events import operation_publish
+from .installed import store_reconcile
+
+logger = logging.getLogger(__name__)
+
+
+class LostOwnership(Exception):
+    """The row left the running state under us (reaped as interrupted): stop without writing."""
+
+
+def retry_policy() -> RetryPolicy:
+    return RetryPolicy(
+        attempts=settings.DOWNLOAD_RETRY_ATTEMPTS,
+        base_delay=settings.DOWNLOAD_RETRY_BASE_DELAY,
+        max_delay=settings.DOWNLOAD_RETRY_MAX_DELAY,
+        connect_timeout=settings.DOWNLOAD_CONNECT_TIMEOUT,
+        read_timeout=settings.DOWNLOAD_READ_TIMEOUT,
+    )
+
+
+class ProgressReporter:
+    """Write progress, speed, ETA and the heartbeat at most once per interval; read cancel.
+
+    Speed is an exponential moving average of the per-interval rate, so one slow or
+    fast second does not swing the ETA.
+    """
+
+    def __init__(self, op: Operation, *, interval: float, clock=time.monotonic):
+        self.op = op
+        self.interval = interval
+        self.clock = clock
+        self.last_at = None
+        self.last_done = None
+        self.cancel_requested = False
+
+    def tick(self, done: int, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and self.last_at is not None and now - self.last_at < self.interval:
+            return
+        op = self.op
+        if self.last_at is not None and now > self.last_at:
+            rate = max(0.0, (done - self.last_done) / (now - self.last_at))
+            op.speed = rate if op.speed is None else 0.3 * rate + 0.7 * op.speed
+        self.last_at, self.last_done = now, done
+        op.bytes_done = done
+        remaining = (op.bytes_total or 0) - done
+        op.eta_seconds = int(remaining / op.speed) if op.speed and remaining > 0 else None
+        op.heartbeat_at = timezone.now()
+        written = Operation.objects.filter(pk=op.pk, state=OperationState.RUNNING).update(
+            bytes_done=op.bytes_done,
+            speed=op.speed,
+            eta_seconds=op.eta_seconds,
+            heartbeat_at=Now(),
+        )
+        if not written:
+            raise LostOwnership(op.pk)
+        self.cancel_requested = bool(
+            Operation.objects.filter(pk=op.pk).values_list("cancel_requested", flat=True).first()
+        )
+        op.cancel_requested = self.cancel_requested
+        operation_publish(op)
+
+
+def _plan(op: Operation, policy: RetryPolicy, reporter: ProgressReporter) -> hub.DownloadPlan:
+    """Make the plan, retrying transient hub faults with the download's backoff."""
+    model = op.model
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return hub.plan_download(
+                repo_id=model.repo_id,
+                revision=model.revision,
+                patterns=model.file_patterns,
+                endpoint=settings.HF_ENDPOINT,
+                token=settings.HF_TOKEN,
+            )
+        except hub.TRANSIENT as exc:
+            if attempt == policy.attempts:
+                raise
+            delay = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
+            logger.info("planning %s failed (%s); retry in %.1fs", model.key, exc, delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                reporter.tick(0, force=True)
+                if reporter.cancel_requested:
+                    raise Cancelled("Cancelled while planning.") from exc
+                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    raise AssertionError("unreachable")
+
+
+def _disk_preflight(root, files: list[hub.PlannedFile], repo_id: str) -> int:
+    remaining = sum(f.size - store.partial_size(root, repo_id, f.blob_id) for f in files)
+    _, free = store.disk_usage(root)
+    reserve = settings.DOWNLOAD_DISK_RESERVE
+    if free < remaining + reserve:
+        raise DiskSpace(
+            f"Not enough disk space in {root}: the download needs {remaining:,} more bytes "
+            f"plus a reserve of {reserve:,} bytes, and {free:,} bytes are free.",
+            details={"needed": remaining, "reserve": reserve, "free": free},
+        )
+    return remaining
+
+
+def download_execute(op: Operation) -> dict:
+    """Download a model's files into the store; return figures for the completion event."""
+    model = op.model
+    root = settings.MODELS_HUB_DIR
+    policy = retry_policy()
+    reporter = ProgressReporter(op, interval=settings.OPERATION_PROGRESS_INTERVAL)
+    started = time.monotonic()
+
+    plan = _plan(op, policy, reporter)
+    op.bytes_total = plan.total_bytes
+    op.commit_hash = plan.commit_hash
+    Operation.objects.filter(pk=op.pk).update(
+        plan=[f.as_dict() for f in plan.files],
+        commit_hash=plan.commit_hash,
+        bytes_total=plan.total_bytes,
+    )
+    store.prepare_repo(root, model.repo_id)
+
+    unique = {f.blob_id: f for f in plan.files}  # same content under two names: fetch once
+    done = {
+        blob_id: f.size
+        if store.blob_path(root, model.repo_id, blob_id).exists()
+        else store.partial_size(root, model.repo_id, blob_id)
+        for blob_id, f in unique.items()
+    }
+    pending = [f for b, f in unique.items() if not store.blob_path(root, model.repo_id, b).exists()]
+    _disk_preflight(root, pending, model.repo_id)
+    reporter.tick(sum(done.values()), force=True)
+
+    cancel = threading.Event()
+    headers = hub.request_headers(token=settings.HF_TOKEN)
+    session = hub.http_session()
+    wire_bytes = 0
+    if pending:
+
+        def fetch(f: hub.PlannedFile) -> int:
+            def on_progress(n: int, blob_id=f.blob_id) -> None:
+                done[blob_id] = n  # one slot per thread: no lock needed
+
+            return fetch_blob(
+                session=session,
+                spec=BlobSpec(
+                    url=f.url,
+                    path=f.path,
+                    size=f.size,
+                    sha256=f.sha256,
+                    git_oid=f.git_oid,
+                    pinned_sha256=(model.sha256 or {}).get(f.path),
+                ),
+                partial=store.partial_path(root, model.repo_id, f.blob_id),
+                final=store.blob_path(root, model.repo_id, f.blob_id),
+                headers=headers,
+                policy=policy,
+                on_progress=on_progress,
+                cancel=cancel,
+            )
+
+        workers = max(1, min(settings.DOWNLOAD_PARALLEL_FILES, len(pending)))
+        lost = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+            futures = [pool.submit(fetch, f) for f in pending]
+            while True:
+                finished, running = wait(
+                    futures, timeout=settings.OPERATION_PROGRESS_INTERVAL,
+                    return_when=FIRST_EXCEPTION,
+                )  # fmt: skip
+                if any(f.exception() for f in finished):
+                    cancel.set()  # one file failed for good: stop the others, keep partials
+                try:
+                    reporter.tick(sum(done.values()), force=not running)
+                except LostOwnership as exc:
+                    lost = exc
+                    cancel.set()
+                if reporter.cancel_requested:
+                    cancel.set()
+                if not running:
+                    break
+        if lost is not None:
+            raise lost
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        real = [e for e in errors if not isinstance(e, Cancelled)]
+        if real:
+            raise real[0]
+        if errors or reporter.cancel_requested:
+            raise Cancelled("Cancelled; the partial files stay for a later resume.")
+        wire_bytes = sum(f.result() for f in futures)
+
+    for f in plan.files:
+        store.link_snapshot(root, model.repo_id, plan.commit_hash, f.path, f.blob_id)
+    store.write_ref(root, model.repo_id, model.revision, plan.commit_hash)
+    store_reconcile()
+    Installation.objects.filter(model=model).update(verified_at=timezone.now())
+    elapsed = time.monotonic() - started
+    return {
+        "bytes_total": plan.total_bytes,
+        "wire_bytes": wire_bytes,
+        "files": len(plan.files),
+        "commit": plan.commit_hash,
+        "seconds": round(elapsed, 3),
+    }
+
+
+def operation_run(*, operation_id: int) -> str:
+    """Claim a queued operation and run it to an end state; return that state."""
+    from .operations import operation_claim, operation_finish
+
+    op = operation_claim(operation_id=operation_id)
+    if op is None:
+        return "skipped"
+    try:
+        if op.kind != "download":
+            raise ModelyardError(f"{op.kind} operations are not available yet.")
+        figures = download_execute(op)
+    except LostOwnership:
+        logger.warning("operation %s was taken from this worker; stopping", op.pk)
+        return "lost"
+    except Cancelled as exc:
+        operation_finish(operation=op, state=OperationState.CANCELLED, error=exc)
+    except ModelyardError as exc:
+        operation_finish(operation=op, state=OperationState.FAILED, error=exc)
+    except Exception as exc:
+        logger.exception("operation %s crashed", op.pk)
+        operation_finish(
+            operation=op,
+            state=OperationState.FAILED,
+            error=ModelyardError(f"Unexpected error: {type(exc).__name__}: {exc}"),
+        )
+    else:
+        operation_finish(operation=op, state=OperationState.SUCCEEDED, **figures)
+        return OperationState.SUCCEEDED
+    try:
+        store_reconcile()  # partial files changed: keep the cache figures true
+    except Exception:
+        logger.exception("reconcile after operation %s failed", op.pk)
+    return Operation.objects.filter(pk=op.pk).values_list("state", flat=True).first()

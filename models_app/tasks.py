@@ -1,0 +1,13 @@
+"""django-q2 tasks: take ids, call one service, return."""
+
+from .services.downloads import operation_run
+from .services.operations import operations_reap, partials_cleanup
+
+
+def run_operation(operation_id: int) -> str:
+    return operation_run(operation_id=operation_id)
+
+
+def reap() -> dict:
+    """Mark operations of dead workers interrupted; remove abandoned partial files."""
+    return {"interrupted": operations_reap(), "partials_removed": partials_cleanup()}
