@@ -82,3 +82,54 @@ def persona(request, db):
     client = Client(enforce_csrf_checks=False)
     client.force_login(u)
     return name, client, status
+
+
+# --- the hub test server ----------------------------------------------------------------
+
+HUB_REPOS = {
+    "acme/tiny-embed": {
+        "config.json": b'{"hidden_size": 32, "model_type": "bert"}',
+        "tokenizer.json": b'{"version": "1.0"}',
+        "model.safetensors": 3 * 1024 * 1024,
+        "1_Pooling/config.json": b'{"pooling_mode_cls_token": true}',
+        "README.md": b"# tiny-embed: not part of the allow-patterns",
+    },
+    "acme/tiny-llm-GGUF": {
+        "tiny-q4_k_m.gguf": 4 * 1024 * 1024,
+        "tiny-q5_k_m.gguf": 5 * 1024 * 1024,
+    },
+    "acme/slow-embed": {
+        "config.json": b'{"hidden_size": 64}',
+        "model.safetensors": 8 * 1024 * 1024,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """A real HTTP hub on 127.0.0.1 serving the repos above."""
+    from tests.hub_server import HubServer, make_repo
+
+    root = tmp_path_factory.mktemp("hub-repos")
+    for repo_id, files in HUB_REPOS.items():
+        make_repo(root, repo_id, files)
+    server = HubServer(root).start()
+    server.warm()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub(hub_server, settings):
+    """The hub server, with HF_ENDPOINT pointing at it and fast retries; faults reset after."""
+    settings.HF_ENDPOINT = hub_server.url
+    settings.DOWNLOAD_RETRY_BASE_DELAY = 0.01
+    settings.DOWNLOAD_RETRY_MAX_DELAY = 0.05
+    settings.DOWNLOAD_DISK_RESERVE = 0
+    settings.OPERATION_PROGRESS_INTERVAL = 0.05
+    hub_server.clear_faults()
+    hub_server.reset_counters()
+    hub_server.required_token = None
+    yield hub_server
+    hub_server.clear_faults()
+    hub_server.required_token = None

@@ -3,8 +3,14 @@
 import pytest
 from django.test import Client
 
-from models_app.models import ActiveModel, Event
-from tests.factories import CollectionFactory, InstallationFactory, ModelFactory, UserFactory
+from models_app.models import ActiveModel, Event, Operation
+from tests.factories import (
+    CollectionFactory,
+    InstallationFactory,
+    ModelFactory,
+    OperationFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -50,25 +56,36 @@ def catalog():
         download_size=None,
     )
     InstallationFactory(model=bge, size_on_disk=133)
+    OperationFactory(model=rr, kind="download", state="failed", error_code="ERR_NETWORK")
+    OperationFactory(model=sp, kind="download", state="queued")
     InstallationFactory(model=qwen, size_on_disk=4_100)
     CollectionFactory(name="docs", embedding_model=bge)
     return {m.key: m for m in (bge, mini, qwen, rr, sp, gemma)}
 
 
 ROUTES = [
-    ("get", "/models", None),
-    ("get", "/models/bge-small", None),
-    ("post", "/models/bge-small/activate", None),
-    ("get", "/active-models", None),
-    ("post", "/active-models", {"type": "embedding", "model": "bge-small"}),
-    ("get", "/cache", None),
-    ("post", "/store/reconcile", None),
+    ("get", "/models", None, 200),
+    ("get", "/models/bge-small", None, 200),
+    ("post", "/models/bge-small/activate", None, 200),
+    ("get", "/active-models", None, 200),
+    ("post", "/active-models", {"type": "embedding", "model": "bge-small"}, 200),
+    ("get", "/cache", None, 200),
+    ("post", "/store/reconcile", None, 200),
+    ("post", "/models/minilm/download", None, 202),
+    ("get", "/operations", None, 200),
+    ("get", "/operations/{queued}", None, 200),
+    ("post", "/operations/{queued}/cancel", None, 200),
+    ("post", "/operations/{failed}/retry", None, 202),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
-def test_auth_matrix(persona, catalog, method, path, body):
+@pytest.mark.parametrize(("method", "path", "body", "success"), ROUTES)
+def test_auth_matrix(persona, catalog, method, path, body, success):
     name, client, refused = persona
+    path = path.format(
+        queued=Operation.objects.get(state="queued").id,
+        failed=Operation.objects.get(state="failed").id,
+    )
     kwargs = {"data": body, "content_type": "application/json"} if body else {}
     response = getattr(client, method)(API + path, **kwargs)
     if refused:
@@ -76,7 +93,7 @@ def test_auth_matrix(persona, catalog, method, path, body):
         expected = "ERR_UNAUTHENTICATED" if refused == 401 else "ERR_FORBIDDEN"
         assert response.json()["code"] == expected
     else:
-        assert response.status_code == 200, (name, response.content)
+        assert response.status_code == success, (name, response.content)
 
 
 def test_session_post_needs_csrf_token(superuser, catalog):
@@ -303,3 +320,62 @@ def test_list_query_count_is_independent_of_size(superuser_client, django_assert
     assert len(response.json()["items"]) == min(n, 200)
     with django_assert_num_queries(5):
         superuser_client.get(f"{API}/models?search=model&status=installed&sort=-size")
+
+
+def test_download_route_status_codes(superuser_client, catalog):
+    first = superuser_client.post(f"{API}/models/minilm/download")
+    assert first.status_code == 202
+    body = first.json()
+    assert body["status"] == "queued" and body["operation"]["state"] == "queued"
+    again = superuser_client.post(f"{API}/models/minilm/download")
+    assert again.status_code == 200
+    assert again.json()["status"] == "active"
+    assert again.json()["operation"]["id"] == body["operation"]["id"]
+    installed = superuser_client.post(f"{API}/models/bge-small/download")
+    assert installed.status_code == 200
+    assert installed.json() == {
+        "status": "installed", "message": "bge-small is already installed.", "operation": None,
+    }  # fmt: skip
+    assert superuser_client.post(f"{API}/models/nope/download").status_code == 404
+
+
+def test_download_conflicting_with_another_operation_is_409_naming_it(superuser_client, catalog):
+    delete = OperationFactory(model=catalog["gemma-q5"], kind="delete", state="running")
+    response = superuser_client.post(f"{API}/models/gemma-q5/download")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "ERR_ALREADY_RUNNING"
+    assert body["details"]["operation"] == delete.id and f"#{delete.id}" in body["message"]
+
+
+def test_operation_fields(superuser_client, catalog):
+    op = OperationFactory(
+        model=catalog["qwen-q4"], state="running", bytes_done=250, bytes_total=1000,
+        speed=50.0, eta_seconds=15,
+    )  # fmt: skip
+    body = superuser_client.get(f"{API}/operations/{op.id}").json()
+    assert body["model"] == "qwen-q4" and body["percent"] == 25.0
+    for field in ("state", "bytes_done", "bytes_total", "speed", "eta_seconds", "error_code",
+                  "error_message", "heartbeat_at"):  # fmt: skip
+        assert field in body
+    listed = superuser_client.get(f"{API}/operations?state=active").json()
+    assert {o["id"] for o in listed["items"]} == {
+        op.id, Operation.objects.get(state="queued").id,
+    }  # fmt: skip
+
+
+def test_operation_errors(superuser_client, catalog):
+    missing = superuser_client.get(f"{API}/operations/999999")
+    assert (missing.status_code, missing.json()["code"]) == (404, "ERR_NOT_FOUND")
+    queued = Operation.objects.get(state="queued")
+    retry = superuser_client.post(f"{API}/operations/{queued.id}/retry")
+    assert (retry.status_code, retry.json()["code"]) == (409, "ERR_INVALID_STATE")
+    failed = Operation.objects.get(state="failed")
+    cancel = superuser_client.post(f"{API}/operations/{failed.id}/cancel")
+    assert (cancel.status_code, cancel.json()["code"]) == (409, "ERR_INVALID_STATE")
+
+
+def test_operations_list_query_count(superuser_client, catalog, django_assert_num_queries):
+    OperationFactory.create_batch(30, state="succeeded")
+    with django_assert_num_queries(4):  # session, user, count, page
+        assert superuser_client.get(f"{API}/operations?limit=100").status_code == 200
