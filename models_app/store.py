@@ -149,7 +149,8 @@ def _download_in_progress(warning: Exception, root: Path) -> bool:
         if str(repo_dir) not in str(warning) or (repo_dir / "snapshots").exists():
             continue
         blobs = list((repo_dir / "blobs").glob("*")) if (repo_dir / "blobs").is_dir() else []
-        return all(b.name.endswith(".incomplete") for b in blobs)
+        # Partial blobs and their resume sidecars (<blob>.incomplete.json) only.
+        return all(".incomplete" in b.name for b in blobs)
     return False
 
 

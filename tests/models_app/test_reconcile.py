@@ -107,13 +107,16 @@ def test_unmanaged_repo_and_partial_files_are_recorded(isolated_store, snapshot_
     write_snapshot(isolated_store, "someone/else", C1, {"model.safetensors": b"x" * 700})
     write_partial(isolated_store, "acme/mini-embed", "f" * 64, 300)
     write_partial(isolated_store, "someone/else", "e" * 64, 200)
+    # A first download under way: a partial and its resume sidecar, no snapshots yet.
+    first = write_partial(isolated_store, "acme/new-model", "d" * 64, 0)
+    first.with_name(first.name + ".json").write_text("{}")
     result = store_reconcile()
     assert result.unmanaged == ["someone/else"]
     repo = UnmanagedRepo.objects.get()
     assert (repo.repo_id, repo.size_on_disk, repo.revisions) == ("someone/else", 700, [C1])
     scan = StoreScan.objects.get()
     assert scan.unmanaged_bytes == 700 and scan.unmanaged_count == 1
-    assert scan.partial_bytes == 500 and len(scan.partial_files) == 2
+    assert scan.partial_bytes == 500 and len(scan.partial_files) == 3
     # A repo folder with only a partial (a first download under way) is not a warning.
     assert scan.warnings == []
 

@@ -1,0 +1,614 @@
+"""Transfer the bytes of one blob: resumable across processes, retried, verified, cancellable.
+
+huggingface_hub 2.4 does not resume across processes, does not retry a reset or a 5xx in the
+middle of a body and never hashes what it downloads, so the byte transfer is ours; the URLs,
+auth headers, HTTP client and cache layout stay the library's. Nothing here knows Django:
+every knob is an argument.
+
+The partial file has a stable name chosen by the caller, so any later process resumes it; a
+sidecar next to it (`<partial>.json`) keeps the validator (ETag or Last-Modified) that guards
+the resume with `If-Range`. The blob becomes `final` only after its size and hashes matched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import queue
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import httpx2
+
+from models_app.errors import (
+    AuthError,
+    Cancelled,
+    ChecksumError,
+    DiskSpace,
+    ModelyardError,
+    NetworkError,
+    NotFound,
+    TimedOut,
+    UpstreamError,
+)
+
+__all__ = ["BlobSpec", "RetryPolicy", "fetch_blob"]
+
+logger = logging.getLogger(__name__)
+
+# Big bodies are read straight from the socket into these buffers (see _BlobFetch._pump_socket):
+# one read, one write and one hash update per buffer instead of per 64 KiB parsed by h11.
+_BUFFER_SIZE = 1 << 20
+_BUFFERS = 4  # in flight between the reader and the hasher: the memory bound
+_QUEUE_DEPTH = 16
+_DIRECT_READ_MIN = 4 << 20  # smaller bodies go through httpx and keep the pooled connection
+# Start write-back this often, so the final fsync has little left to do.
+_FLUSH_EVERY = 16 << 20
+# The longest a cancel waits while sleeping or while the socket is quiet.
+_TICK = 0.1
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines otherwise
+
+
+@dataclass(frozen=True)
+class BlobSpec:
+    url: str  # the resolve URL at a pinned commit (immutable content)
+    path: str  # the file's path in the repo, for messages
+    size: int  # expected size in bytes
+    sha256: str | None  # expected sha256 hex: the LFS oid; None for non-LFS files
+    git_oid: str | None  # expected git blob sha1 for non-LFS files ("blob <size>\0" + content)
+    pinned_sha256: str | None = None  # the registry's pinned sha256, checked in addition when set
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5  # tries per blob for transient faults (first try included)
+    base_delay: float = 1.0  # exponential backoff: base * 2**(n-1), capped, with jitter
+    max_delay: float = 30.0
+    jitter: float = 0.25  # +- fraction of the delay
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+
+
+def fetch_blob(
+    *,
+    session: httpx2.Client,
+    spec: BlobSpec,
+    partial: Path,
+    final: Path,
+    headers: dict[str, str],
+    policy: RetryPolicy,
+    on_progress: Callable[[int], None],
+    cancel: threading.Event,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Download spec into `final`, resuming from `partial`; return the bytes received over the wire.
+
+    Raise NetworkError, TimedOut or UpstreamError once `policy.attempts` tries failed, AuthError,
+    NotFound or DiskSpace at once, ChecksumError when a second download from zero is still wrong,
+    and Cancelled soon after `cancel` is set. The partial is kept for a later resume unless its
+    content was proven wrong.
+    """
+    if final.exists():
+        return 0
+    fetch = _BlobFetch(session, spec, partial, final, headers, policy, on_progress, cancel, sleep)
+    return fetch.run()
+
+
+class _Retry(Exception):
+    """A transient fault: try again after a backoff, resuming from the partial."""
+
+    def __init__(self, error: type[ModelyardError], cause: str, retry_after: float | None = None):
+        super().__init__(cause)
+        self.error, self.cause, self.retry_after = error, cause, retry_after
+
+
+class _Restart(Exception):
+    """The partial cannot be resumed: start again from byte 0 at once."""
+
+
+class _Mismatch(Exception):
+    """What arrived is not the blob: download it once more from zero, then give up."""
+
+
+class _Digests:
+    """The hashes of a prefix of the blob."""
+
+    def __init__(self, spec: BlobSpec):
+        self.sha256 = hashlib.sha256()
+        self.git = hashlib.sha1(b"blob %d\0" % spec.size) if spec.git_oid else None
+        self.length = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.sha256.update(data)
+        if self.git is not None:
+            self.git.update(data)
+        self.length += len(data)
+
+
+class _Sink:
+    """Append to the partial file; hash in a second thread and start write-back in a third.
+
+    hashlib and fdatasync release the GIL, so reading the socket, hashing and flushing overlap.
+    Call `close()` before closing `fd`; afterwards the digests cover every byte written.
+    """
+
+    def __init__(self, fd: int, digests: _Digests):
+        self.fd = fd
+        self.written = digests.length
+        self.error: BaseException | None = None
+        self._todo: queue.Queue[tuple[memoryview | bytes, bytearray | None] | None] = queue.Queue(
+            maxsize=_QUEUE_DEPTH
+        )
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._allocated = 0
+        self._hasher = threading.Thread(target=self._hash, args=(digests,), daemon=True)
+        self._hasher.start()
+        self._flusher: threading.Thread | None = None
+        self._flush_wanted = threading.Event()
+        self._flush_mark = self.written
+        self._closing = False
+
+    def buffer(self) -> bytearray:
+        """Return a free buffer, waiting for the hasher when all are in flight."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            if self._allocated < _BUFFERS:
+                self._allocated += 1
+                return bytearray(_BUFFER_SIZE)
+        return self._free.get()
+
+    def give_back(self, buf: bytearray) -> None:
+        self._free.put(buf)
+
+    def commit(self, buf: bytearray, n: int) -> None:
+        """Write the first n bytes of a buffer from `buffer()`, which returns to the pool."""
+        self._write(memoryview(buf)[:n], buf)
+
+    def write(self, data: bytes) -> None:
+        self._write(data, None)
+
+    def _write(self, data: memoryview | bytes, buf: bytearray | None) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.write(self.fd, view[done:])
+        self.written += len(view)
+        self._todo.put((data, buf))
+        if self.written - self._flush_mark >= _FLUSH_EVERY:
+            self._flush_mark = self.written
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush, daemon=True)
+                self._flusher.start()
+            self._flush_wanted.set()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Wait for the hasher and the flusher; never raise (see `error`)."""
+        self._todo.put(None)
+        self._hasher.join()
+        if self._flusher is not None:
+            self._closing = True
+            self._flush_wanted.set()
+            self._flusher.join()
+
+    def _hash(self, digests: _Digests) -> None:
+        while (item := self._todo.get()) is not None:
+            data, buf = item
+            if self.error is None:
+                try:
+                    digests.update(data)
+                except BaseException as exc:  # keep draining, or the reader would wait forever
+                    self.error = exc
+            if buf is not None:
+                self._free.put(buf)
+
+    def _flush(self) -> None:
+        while True:
+            self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            if self._closing:
+                return
+            try:
+                _fdatasync(self.fd)
+            except OSError as exc:  # ENOSPC may only show here, on some filesystems
+                self.error = self.error or exc
+                return
+
+
+@dataclass
+class _BlobFetch:
+    session: httpx2.Client
+    spec: BlobSpec
+    partial: Path
+    final: Path
+    headers: dict[str, str]
+    policy: RetryPolicy
+    on_progress: Callable[[int], None]
+    cancel: threading.Event
+    sleep: Callable[[float], None]
+    wire: int = 0
+    # Hashes of the partial's content, kept across tries so a resume does not re-read it.
+    digests: _Digests | None = None
+
+    @property
+    def sidecar(self) -> Path:
+        return self.partial.with_name(self.partial.name + ".json")
+
+    def run(self) -> int:
+        tries = 0
+        redone = False
+        while True:
+            try:
+                self._transfer()
+                self._verify()
+                os.replace(self.partial, self.final)
+            except _Retry as fault:
+                tries += 1
+                if tries >= self.policy.attempts:
+                    raise fault.error(
+                        f"{self.spec.path}: download failed after {tries} attempt(s);"
+                        f" last error: {fault.cause}"
+                    ) from fault.__cause__
+                delay = fault.retry_after
+                if delay is None:
+                    delay = _backoff(self.policy, tries)
+                logger.warning(
+                    "%s: %s; retrying in %.1f s (attempt %d of %d)",
+                    self.spec.path,
+                    fault.cause,
+                    delay,
+                    tries + 1,
+                    self.policy.attempts,
+                )
+                self._sleep(delay)
+            except _Restart as reason:
+                logger.info("%s: restarting from zero: %s", self.spec.path, reason)
+                self._discard()
+            except _Mismatch as mismatch:
+                self._discard()
+                if redone:
+                    raise ChecksumError(
+                        f"{self.spec.path}: {mismatch} (downloaded twice from zero)"
+                    ) from None
+                logger.warning("%s: %s; downloading again from zero", self.spec.path, mismatch)
+                redone = True
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL:
+                    raise
+                raise DiskSpace(
+                    f"{self.spec.path}: no space left on the device holding {self.partial.parent}"
+                    f" ({self.digests.length if self.digests else 0} of {self.spec.size} bytes"
+                    " kept for a later resume)"
+                ) from exc
+            else:
+                break
+        self.sidecar.unlink(missing_ok=True)
+        _fsync_directory(self.final.parent)
+        return self.wire
+
+    # ------------------------------------------------------------------ one try
+
+    def _transfer(self) -> None:
+        """Bring the partial to spec.size bytes, resuming from what is on disk."""
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        offset = self._resume_point()
+        if offset == self.spec.size:
+            return
+        headers = {**self.headers, "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            # Without a validator (a partial left by another tool) the hashes still catch a change.
+            if validator := self._read_validator():
+                headers["If-Range"] = validator
+        p = self.policy
+        timeout = httpx2.Timeout(
+            connect=p.connect_timeout,
+            read=p.read_timeout,
+            write=p.connect_timeout,
+            pool=p.connect_timeout,
+        )
+        try:
+            # httpx2 drops Authorization when a redirect leaves the origin (the Hub's CDN).
+            with self.session.stream(
+                "GET", self.spec.url, headers=headers, timeout=timeout, follow_redirects=True
+            ) as response:
+                self._receive(response, offset)
+        except httpx2.TimeoutException as exc:
+            raise _Retry(TimedOut, _describe(exc)) from exc
+        except (httpx2.NetworkError, httpx2.RemoteProtocolError, httpx2.ProxyError) as exc:
+            raise _Retry(NetworkError, _describe(exc)) from exc
+        except (httpx2.DecodingError, httpx2.TooManyRedirects, httpx2.TransportError) as exc:
+            raise UpstreamError(f"{self.spec.path}: {_describe(exc)}") from exc
+
+    def _resume_point(self) -> int:
+        """Return how many bytes of the partial are kept, their hashes caught up."""
+        try:
+            size = self.partial.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size > self.spec.size:
+            self._discard()
+            size = 0
+        if self.digests is None or self.digests.length != size:
+            self.digests = _Digests(self.spec)
+            self._hash_prefix(size)
+        self.on_progress(size)
+        return size
+
+    def _hash_prefix(self, size: int) -> None:
+        assert self.digests is not None
+        if not size:
+            return
+        buf = bytearray(_BUFFER_SIZE)
+        with open(self.partial, "rb", buffering=0) as f, memoryview(buf) as view:
+            while self.digests.length < size:
+                self._check_cancel(size)
+                n = f.readinto(view[: min(len(buf), size - self.digests.length)])
+                if not n:
+                    raise _Restart("the partial file shrank while being read")
+                self.digests.update(view[:n])
+
+    def _receive(self, response: httpx2.Response, offset: int) -> None:
+        status = response.status_code
+        if status == 416 and offset:
+            raise _Restart(f"the server cannot serve bytes from {offset} (HTTP 416)")
+        if status not in (200, 206):
+            self._refuse(response)
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        encoded = encoding not in ("", "identity")
+        if status == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start != offset or encoded:
+                if offset:
+                    raise _Restart(f"the server answered Range {offset} with {start}")
+                raise UpstreamError(f"{self.spec.path}: unexpected partial content from 0")
+            if total is not None and total != self.spec.size:
+                raise _Mismatch(f"size mismatch: expected {self.spec.size}, server has {total}")
+        elif offset:
+            # The server ignored the Range or the validator changed: this is the whole blob.
+            os.truncate(self.partial, 0)
+            self.digests = _Digests(self.spec)
+            self.on_progress(0)
+            offset = 0
+        self._write_validator(_validator(response.headers))
+        length = None if encoded else _int_or_none(response.headers.get("Content-Length"))
+        if length is not None and offset + length != self.spec.size:
+            raise _Mismatch(
+                f"size mismatch: expected {self.spec.size}, server sends {offset + length}"
+            )
+        assert self.digests is not None
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | _O_BINARY, 0o644)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            sink = _Sink(fd, self.digests)
+            try:
+                self._pump(response, sink, encoded=encoded, sized=length is not None)
+            finally:
+                sink.close()
+            if sink.error is not None:
+                raise sink.error
+        finally:
+            os.close(fd)
+        if sink.written < self.spec.size:
+            raise _Retry(
+                NetworkError,
+                f"the connection closed after {sink.written} of {self.spec.size} bytes",
+            )
+
+    def _pump(self, response: httpx2.Response, sink: _Sink, *, encoded: bool, sized: bool) -> None:
+        # No chunk_size: httpx would wait to fill it, which starves progress and cancel.
+        chunks = response.iter_bytes()  # decodes a Content-Encoding the server forced on us
+        direct = sized and not encoded
+        try:
+            for chunk in chunks:
+                self._check_cancel(sink.written)
+                if sink.written + len(chunk) > self.spec.size:
+                    raise _Mismatch(f"size mismatch: more than {self.spec.size} bytes arrived")
+                sink.write(chunk)
+                self.on_progress(sink.written)
+                # h11 hands over everything it buffered in its first body event, so from
+                # here on the socket holds the rest of the body, and nothing else.
+                if direct and self.spec.size - sink.written >= _DIRECT_READ_MIN:
+                    sock = _plain_socket(response)
+                    if sock is not None:
+                        self._pump_socket(sock, sink)
+                        break
+                direct = False
+        finally:
+            chunks.close()  # after a direct read this closes the connection, never pools it
+            self.wire += response.num_bytes_downloaded
+
+    def _pump_socket(self, sock: socket.socket, sink: _Sink) -> None:
+        sock.settimeout(_TICK)
+        quiet = 0.0
+        while (remaining := self.spec.size - sink.written) > 0:
+            buf = sink.buffer()
+            try:
+                n = sock.recv_into(buf, min(len(buf), remaining))
+            except TimeoutError:
+                sink.give_back(buf)
+                self._check_cancel(sink.written)
+                quiet += _TICK
+                if quiet >= self.policy.read_timeout:
+                    raise _Retry(TimedOut, f"no data for {self.policy.read_timeout:g} s") from None
+                continue
+            except OSError as exc:
+                sink.give_back(buf)
+                raise _Retry(NetworkError, _describe(exc)) from exc
+            if not n:
+                sink.give_back(buf)
+                return  # cut short: the caller retries from sink.written
+            quiet = 0.0
+            self.wire += n
+            sink.commit(buf, n)
+            self.on_progress(sink.written)
+            self._check_cancel(sink.written)
+
+    def _refuse(self, response: httpx2.Response) -> None:
+        status, path = response.status_code, self.spec.path
+        code = response.headers.get("X-Error-Code")
+        said = f" ({code})" if code else ""
+        if status in (401, 403):
+            raise AuthError(
+                f"{path}: the Hub refused access (HTTP {status}{said}): the repo is gated or the"
+                " token is missing or invalid. Accept the model's terms on its Hub page, then"
+                " set a token with read access."
+            )
+        if status == 404:
+            raise NotFound(f"{path}: not found on the Hub (HTTP 404{said}): {self.spec.url}")
+        if status == 429 or status >= 500:
+            retry_after = _retry_after(response.headers.get("Retry-After"), self.policy.max_delay)
+            raise _Retry(UpstreamError, f"HTTP {status}{said}", retry_after)
+        raise UpstreamError(f"{path}: unexpected answer from the Hub: HTTP {status}{said}")
+
+    def _verify(self) -> None:
+        """Fsync the complete partial and compare its size and hashes with the spec."""
+        assert self.digests is not None
+        # O_CREAT: an empty blob never needed a request, so nothing created its partial.
+        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o644)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size != self.spec.size or self.digests.length != size:
+            raise _Mismatch(f"size mismatch: expected {self.spec.size}, got {size}")
+        checks = [
+            ("sha256", self.spec.sha256, self.digests.sha256),
+            ("pinned sha256", self.spec.pinned_sha256, self.digests.sha256),
+            ("git blob sha1", self.spec.git_oid, self.digests.git),
+        ]
+        for name, expected, digest in checks:
+            if expected and digest is not None and digest.hexdigest() != expected.lower():
+                raise _Mismatch(f"{name} mismatch: expected {expected}, got {digest.hexdigest()}")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.sidecar.unlink(missing_ok=True)
+        self.digests = None
+        self.on_progress(0)
+
+    def _check_cancel(self, kept: int) -> None:
+        if self.cancel.is_set():
+            raise Cancelled(
+                f"{self.spec.path}: download cancelled;"
+                f" {kept} of {self.spec.size} bytes kept for a later resume"
+            )
+
+    def _sleep(self, delay: float) -> None:
+        """Sleep in short slices, so that a cancel is seen at once."""
+        kept = self.digests.length if self.digests else 0
+        remaining = delay
+        while remaining > 0:
+            self._check_cancel(kept)
+            step = min(_TICK, remaining)
+            self.sleep(step)
+            remaining -= step
+        self._check_cancel(kept)
+
+    def _read_validator(self) -> str | None:
+        try:
+            record = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            return None
+        validator = record.get("validator") if isinstance(record, dict) else None
+        return validator if isinstance(validator, str) and validator else None
+
+    def _write_validator(self, validator: str | None) -> None:
+        record = {"url": self.spec.url, "size": self.spec.size, "validator": validator}
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.sidecar)
+
+
+def _plain_socket(response: httpx2.Response) -> socket.socket | None:
+    """Return the socket under an HTTP/1.1 response whose body can be read from it directly."""
+    if response.http_version != "HTTP/1.1" or "Transfer-Encoding" in response.headers:
+        return None
+    get_extra_info = getattr(response.extensions.get("network_stream"), "get_extra_info", None)
+    if get_extra_info is None:
+        return None
+    sock = get_extra_info("socket")
+    if not isinstance(sock, socket.socket):
+        return None
+    if get_extra_info("ssl_object") is not None and not isinstance(sock, ssl.SSLSocket):
+        return None  # TLS inside a proxy tunnel: the socket carries the outer layer
+    return sock
+
+
+def _validator(headers: httpx2.Headers) -> str | None:
+    """Return a strong validator for If-Range: the ETag, else Last-Modified."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """Parse `bytes START-END/TOTAL` into (START, TOTAL); None where unknown."""
+    unit, _, rest = value.strip().partition(" ")
+    span, _, total = rest.partition("/")
+    start = span.partition("-")[0]
+    if unit.lower() != "bytes":
+        return None, None
+    return _int_or_none(start), _int_or_none(total)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(value: str | None, cap: float) -> float | None:
+    """Return the delay a Retry-After header asks for (seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), cap)
+
+
+def _backoff(policy: RetryPolicy, tries: int) -> float:
+    delay = policy.base_delay * 2 ** (tries - 1)
+    delay *= 1 + random.uniform(-policy.jitter, policy.jitter)
+    return min(policy.max_delay, max(0.0, delay))
+
+
+def _describe(exc: BaseException) -> str:
+    """Name an exception for a message (its text never holds request headers)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (best effort: not every platform opens directories)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
