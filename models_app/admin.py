@@ -5,6 +5,7 @@ Actions call the same services as the API; nothing here writes a row a service o
 
 from django.contrib import admin, messages
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from . import selectors, services
@@ -58,7 +59,7 @@ class ModelAdmin(admin.ModelAdmin):
     list_filter = ["type", InstalledFilter, "source", "recommended", "in_registry"]
     search_fields = ["name", "key", "repo_id", "family", "description"]
     readonly_fields = ["source", "in_registry", "registry_file", "created_at", "updated_at"]
-    actions = ["download_selected", "activate_selected", "reconcile_store"]
+    actions = ["download_selected", "delete_files", "activate_selected", "reconcile_store"]
     list_per_page = 50
 
     def get_queryset(self, request):
@@ -105,6 +106,50 @@ class ModelAdmin(admin.ModelAdmin):
                 continue
             level = messages.SUCCESS if result.created else messages.INFO
             self.message_user(request, f"{model.name}: {result.message}", level)
+
+    @admin.action(description="Delete downloaded files…")
+    def delete_files(self, request, queryset):
+        """Show the usage preflight first; delete only after the confirmation posts back."""
+        if request.POST.get("confirm") != "yes":
+            rows = [
+                {"model": m.key, "name": m.name, "usage": selectors.model_usage(model=m)}
+                for m in queryset
+            ]
+            return TemplateResponse(
+                request,
+                "admin/models_app/model/delete_files_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.model._meta,
+                    "queryset": queryset,
+                    "rows": rows,
+                    "any_warnings": any(r["usage"]["warnings"] for r in rows),
+                    "title": "Delete downloaded files",
+                },
+            )
+        for model in queryset:
+            try:
+                result = services.delete_start(model=model, confirm=True, user=request.user)
+            except ModelyardError as exc:
+                self.message_user(
+                    request, f"Cannot delete {model.key}: {exc.code}: {exc.message}",
+                    messages.ERROR,
+                )  # fmt: skip
+                continue
+            self.message_user(request, f"{model.name}: {result.message}")
+        return None
+
+    def get_actions(self, request):
+        # Django's bulk delete would remove rows behind the usage preflight's back.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        # Only a custom entry with nothing on disk may lose its registry row.
+        if obj is None:
+            return super().has_delete_permission(request)
+        return obj.source == "custom" and not hasattr(obj, "installation")
 
     @admin.action(description="Make active for its type")
     def activate_selected(self, request, queryset):

@@ -20,6 +20,7 @@ from .schemas import (
     OperationPage,
     ReconcileOut,
     StartOut,
+    UsageOut,
 )
 
 router = Router(tags=["models"])
@@ -109,6 +110,25 @@ def download_model(request, key: str):
         body = {"status": "queued", "message": result.message, "operation": result.operation}
         return Status(202, body)
     status = "active" if result.operation else "installed"
+    return Status(200, {"status": status, "message": result.message, "operation": result.operation})
+
+
+@router.get("/models/{key}/usage", response=UsageOut)
+def model_usage(request, key: str):
+    """Return the usage preflight: what blocks a delete, what it warns of, the bytes it frees."""
+    return selectors.model_usage(model=selectors.model_get(key=key))
+
+
+@router.delete("/models/{key}", response={200: StartOut, 202: StartOut})
+def delete_model(request, key: str, confirm: bool = False):
+    """Queue a delete (202): 409 ERR_IN_USE if a collection uses the model, 409
+    ERR_CONFIRM_REQUIRED (with the preflight) when it warns and confirm is not true."""
+    model = selectors.model_get(key=key)
+    result = services.delete_start(model=model, confirm=confirm, user=request.auth)
+    if result.created:
+        body = {"status": "queued", "message": result.message, "operation": result.operation}
+        return Status(202, body)
+    status = "active" if result.operation else "not_installed"
     return Status(200, {"status": status, "message": result.message, "operation": result.operation})
 
 

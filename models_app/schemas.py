@@ -185,3 +185,22 @@ class StartOut(Schema):
 class OperationPage(Schema):
     count: int
     items: list[OperationOut]
+
+
+class UsageOut(Schema):
+    model: str
+    installed: bool
+    location: str | None
+    size_on_disk: int
+    bytes_freed: int
+    partial_bytes: int
+    blocked_by_collections: list[str]
+    user_preferences_count: int
+    llm_config_count: int
+    llm_configs: list[str]
+    is_default_embedding_model: bool
+    is_active: bool
+    loaded_in_runtime: bool
+    warnings: list[str]
+    can_delete: bool
+    requires_confirmation: bool

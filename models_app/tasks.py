@@ -1,6 +1,6 @@
 """django-q2 tasks: take ids, call one service, return."""
 
-from .services.downloads import operation_run
+from .services.execution import operation_run
 from .services.operations import operations_reap, partials_cleanup
 
 

@@ -1,6 +1,7 @@
 """Writes and state changes. Every interface (API, admin, HTMX, CLI, tasks) calls these."""
 
 from .activation import model_activate
+from .deletion import delete_start
 from .events import event_record
 from .installed import ReconcileResult, store_reconcile
 from .operations import (
@@ -21,6 +22,7 @@ __all__ = [
     "SyncResult",
     "api_token_authenticate",
     "api_token_create",
+    "delete_start",
     "download_start",
     "event_record",
     "model_activate",

@@ -16,7 +16,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import hub, store
-from ..errors import Cancelled, DiskSpace, ModelyardError
+from ..errors import Cancelled, DiskSpace
 from ..fetch import BlobSpec, RetryPolicy, fetch_blob
 from ..models import Installation, Operation, OperationState
 from .events import operation_publish
@@ -221,38 +221,3 @@ def download_execute(op: Operation) -> dict:
         "commit": plan.commit_hash,
         "seconds": round(elapsed, 3),
     }
-
-
-def operation_run(*, operation_id: int) -> str:
-    """Claim a queued operation and run it to an end state; return that state."""
-    from .operations import operation_claim, operation_finish
-
-    op = operation_claim(operation_id=operation_id)
-    if op is None:
-        return "skipped"
-    try:
-        if op.kind != "download":
-            raise ModelyardError(f"{op.kind} operations are not available yet.")
-        figures = download_execute(op)
-    except LostOwnership:
-        logger.warning("operation %s was taken from this worker; stopping", op.pk)
-        return "lost"
-    except Cancelled as exc:
-        operation_finish(operation=op, state=OperationState.CANCELLED, error=exc)
-    except ModelyardError as exc:
-        operation_finish(operation=op, state=OperationState.FAILED, error=exc)
-    except Exception as exc:
-        logger.exception("operation %s crashed", op.pk)
-        operation_finish(
-            operation=op,
-            state=OperationState.FAILED,
-            error=ModelyardError(f"Unexpected error: {type(exc).__name__}: {exc}"),
-        )
-    else:
-        operation_finish(operation=op, state=OperationState.SUCCEEDED, **figures)
-        return OperationState.SUCCEEDED
-    try:
-        store_reconcile()  # partial files changed: keep the cache figures true
-    except Exception:
-        logger.exception("reconcile after operation %s failed", op.pk)
-    return Operation.objects.filter(pk=op.pk).values_list("state", flat=True).first()

@@ -12,7 +12,7 @@ from huggingface_hub import hf_hub_download, scan_cache_dir
 from models_app import services
 from models_app.errors import AlreadyRunning, InvalidState
 from models_app.models import Event, Installation, Operation
-from models_app.services.downloads import operation_run
+from models_app.services.execution import operation_run
 from tests.factories import ModelFactory, OperationFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,0 +1,99 @@
+"""Delete a model's files: the usage check again under row locks, resets, removal, events."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from .. import selectors, store
+from ..errors import ConfirmRequired, InUse, InvalidState
+from ..models import ActiveModel, EventKind, Installation, Model, Operation, OperationKind
+from .events import event_record
+from .installed import store_reconcile
+from .operations import StartResult, operation_start
+
+logger = logging.getLogger(__name__)
+
+
+def delete_start(*, model: Model, confirm: bool = False, user=None) -> StartResult:
+    """Check usage, then queue a delete operation (the same one-operation rule as downloads).
+
+    A collection blocks (ERR_IN_USE); any warning needs confirm (ERR_CONFIRM_REQUIRED);
+    both errors carry the preflight. A model that is not installed is a no-op answer.
+    """
+    usage = selectors.model_usage(model=model)
+    if usage["blocked_by_collections"]:
+        names = ", ".join(usage["blocked_by_collections"])
+        raise InUse(
+            f"{model.key} is used by collection {names}; delete or move those first.",
+            details={"usage": usage},
+        )
+    if not usage["installed"]:
+        return StartResult(None, False, f"{model.key} is not installed; nothing to delete.")
+    if usage["location"] != "primary":
+        raise InvalidState(
+            f"{model.key} lives in the read-only legacy cache; Modelyard does not delete there.",
+            details={"usage": usage},
+        )
+    if usage["requires_confirmation"] and not confirm:
+        raise ConfirmRequired(
+            f"Deleting {model.key} needs confirmation: " + " ".join(usage["warnings"]),
+            details={"usage": usage},
+        )
+    return operation_start(model=model, kind=OperationKind.DELETE, user=user)
+
+
+def delete_execute(op: Operation) -> dict:
+    """Remove the model's files and apply the resets, all decided under row locks."""
+    from collections_app.models import Collection, LLMConfig, UserPreference
+
+    root = settings.MODELS_HUB_DIR
+    with transaction.atomic():
+        # The model row lock serialises us with collection_create, which locks the same
+        # row before inserting: a collection made after the preflight is seen here.
+        model = Model.objects.select_for_update().get(pk=op.model_id)
+        collections = list(
+            Collection.objects.select_for_update()
+            .filter(Q(embedding_model=model) | Q(reranker_model=model) | Q(splade_model=model))
+            .order_by("name")
+            .values_list("name", flat=True)
+        )
+        if collections:
+            raise InUse(
+                f"{model.key} is used by collection {', '.join(collections)}; nothing was deleted.",
+                details={"collections": collections},
+            )
+        installation = Installation.objects.select_for_update().filter(model=model).first()
+        if installation is None or installation.location != "primary":
+            return {"bytes_freed": 0, "note": "not installed in the models store"}
+        removal = store.plan_removal(
+            root, model.repo_id, model.file_patterns, selectors.repo_stakeholders(model)
+        )
+        resets = {
+            "user_preferences": sum(
+                UserPreference.objects.filter(**{field: model}).update(**{field: None})
+                for field in ("default_embedding_model", "default_llm", "default_reranker")
+            ),
+            "llm_configs": list(
+                LLMConfig.objects.filter(model=model).values_list("name", flat=True)
+            ),
+            "active_slot_cleared": bool(ActiveModel.objects.filter(model=model).delete()[0]),
+        }
+        LLMConfig.objects.filter(model=model).update(model=None)
+        removal.execute(root)
+        installation.delete()
+        event_record(
+            kind=EventKind.DELETED,
+            message=f"Deleted {model.key}: {removal.bytes_freed:,} bytes freed.",
+            model=model,
+            operation=op,
+            actor=op.created_by,
+            bytes_freed=removal.bytes_freed,
+            partial_bytes=removal.partial_bytes,
+            **resets,
+        )
+    store_reconcile()
+    return {"bytes_freed": removal.bytes_freed, "partial_bytes": removal.partial_bytes, **resets}
