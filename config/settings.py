@@ -150,6 +150,11 @@ OPERATION_PROGRESS_INTERVAL = env.float("OPERATION_PROGRESS_INTERVAL", default=0
 OPERATION_HEARTBEAT_STALE = env.int("OPERATION_HEARTBEAT_STALE", default=60)
 PARTIAL_MAX_AGE = env.int("PARTIAL_MAX_AGE", default=24 * 3600)
 
+# Disk policy (issue 4): a quota for the store, a floor of free disk, pruning.
+MODELS_MAX_BYTES = env.int("MODELS_MAX_BYTES", default=0) or None
+MIN_FREE_BYTES = env.int("MIN_FREE_BYTES", default=0)
+AUTO_PRUNE = env.bool("AUTO_PRUNE", default=False)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -59,7 +59,9 @@ class ModelAdmin(admin.ModelAdmin):
     list_filter = ["type", InstalledFilter, "source", "recommended", "in_registry"]
     search_fields = ["name", "key", "repo_id", "family", "description"]
     readonly_fields = ["source", "in_registry", "registry_file", "created_at", "updated_at"]
-    actions = ["download_selected", "delete_files", "activate_selected", "reconcile_store"]
+    actions = [
+        "download_selected", "delete_files", "activate_selected", "reconcile_store", "prune_store",
+    ]  # fmt: skip
     list_per_page = 50
 
     def get_queryset(self, request):
@@ -139,6 +141,27 @@ class ModelAdmin(admin.ModelAdmin):
             self.message_user(request, f"{model.name}: {result.message}")
         return None
 
+    @admin.action(description="Prune the store (shows what it would remove first)")
+    def prune_store(self, request, queryset):
+        """The selection does not matter: prune looks at the whole store."""
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/models_app/model/prune_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.model._meta,
+                    "queryset": queryset,
+                    "plan": services.prune_run(dry_run=True, user=request.user),
+                    "title": "Prune the models store",
+                },
+            )
+        from django_q.tasks import async_task
+
+        async_task("models_app.tasks.prune", task_name="prune-from-admin")
+        self.message_user(request, "Prune queued; the Operations list shows each delete.")
+        return None
+
     def get_actions(self, request):
         # Django's bulk delete would remove rows behind the usage preflight's back.
         actions = super().get_actions(request)
@@ -185,6 +208,23 @@ class InstallationAdmin(ReadOnlyAdmin):
     list_filter = ["location", "pinned"]
     search_fields = ["model__key", "model__name", "model__repo_id"]
     list_select_related = ["model"]
+    actions = ["pin_selected", "unpin_selected"]
+
+    def has_change_permission(self, request, obj=None):
+        # Actions need change permission; the change form itself stays read-only.
+        return obj is None and request.user.is_superuser
+
+    @admin.action(description="Pin (prune never removes them)")
+    def pin_selected(self, request, queryset):
+        for inst in queryset.select_related("model"):
+            services.installation_pin(model=inst.model, pinned=True, user=request.user)
+        self.message_user(request, f"Pinned {queryset.count()} models.")
+
+    @admin.action(description="Unpin")
+    def unpin_selected(self, request, queryset):
+        for inst in queryset.select_related("model"):
+            services.installation_pin(model=inst.model, pinned=False, user=request.user)
+        self.message_user(request, f"Unpinned {queryset.count()} models.")
 
     @admin.display(description="commit")
     def short_commit(self, obj):

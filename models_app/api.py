@@ -18,6 +18,9 @@ from .schemas import (
     ModelPage,
     OperationOut,
     OperationPage,
+    PinIn,
+    PruneIn,
+    PruneOut,
     ReconcileOut,
     StartOut,
     UsageOut,
@@ -167,3 +170,32 @@ def retry_operation(request, operation_id: int):
     """Queue a failed, cancelled or interrupted operation again; it resumes from its partials."""
     op = selectors.operation_get(operation_id=operation_id)
     return Status(202, services.operation_retry(operation=op, user=request.auth))
+
+
+@router.put("/models/{key}/pinned", response=dict)
+def pin_model(request, key: str, payload: PinIn):
+    """Pin or unpin an installed model; prune never removes a pinned one."""
+    model = selectors.model_get(key=key)
+    installation = services.installation_pin(model=model, pinned=payload.pinned, user=request.auth)
+    return {"model": model.key, "pinned": installation.pinned}
+
+
+@router.post("/cache/prune", response={200: PruneOut, 202: PruneOut})
+def prune_cache(request, payload: PruneIn):
+    """Dry run (default): what a prune would remove and why. dry_run=false queues it (202)."""
+    if payload.dry_run:
+        plan = services.prune_run(dry_run=True, user=request.auth)
+        return Status(200, {**vars(plan), "dry_run": True, "bytes_to_free": plan.bytes_to_free})
+    from django_q.tasks import async_task
+
+    plan = services.prune_run(dry_run=True, user=request.auth)
+    async_task("models_app.tasks.prune", task_name="prune-now")
+    return Status(202, {**vars(plan), "dry_run": False, "bytes_to_free": plan.bytes_to_free})
+
+
+@router.delete("/cache/unmanaged/{repo_pk}", response=dict)
+def delete_unmanaged(request, repo_pk: int):
+    """Delete a repo that no registry entry claims from the models store."""
+    repo = selectors.unmanaged_get(repo_pk=repo_pk)
+    freed = services.unmanaged_delete(repo=repo, user=request.auth)
+    return {"repo_id": repo.repo_id, "bytes_freed": freed}

@@ -117,6 +117,7 @@ class ActivateIn(Schema):
 
 
 class UnmanagedRepoOut(Schema):
+    id: int
     repo_id: str
     repo_type: str
     location: str
@@ -139,6 +140,9 @@ class CacheOut(Schema):
     disk_total_bytes: int
     warnings: list[str]
     unmanaged_repos: list[UnmanagedRepoOut]
+    quota_bytes: int | None
+    quota_remaining_bytes: int | None
+    min_free_bytes: int
 
 
 class ReconcileOut(Schema):
@@ -204,3 +208,33 @@ class UsageOut(Schema):
     warnings: list[str]
     can_delete: bool
     requires_confirmation: bool
+
+
+class PruneItemOut(Schema):
+    model: str
+    name: str
+    bytes: int
+    last_used: str | None
+    reason: str
+
+
+class PruneIn(Schema):
+    dry_run: bool = True
+
+
+class PruneOut(Schema):
+    dry_run: bool
+    total_bytes: int
+    free_bytes: int
+    quota: int | None
+    min_free: int
+    need_bytes: int
+    bytes_to_free: int
+    enough: bool
+    removals: list[PruneItemOut]
+    skipped: list[PruneItemOut]
+    partial_files: list[str]
+
+
+class PinIn(Schema):
+    pinned: bool

@@ -198,6 +198,13 @@ def cache_summary() -> dict:
         "disk_total_bytes": total_disk,
         "warnings": scan.warnings if scan else [],
         "unmanaged_repos": list(UnmanagedRepo.objects.all()),
+        "quota_bytes": settings.MODELS_MAX_BYTES,
+        "quota_remaining_bytes": (
+            settings.MODELS_MAX_BYTES - (scan.total_bytes if scan else 0)
+            if settings.MODELS_MAX_BYTES
+            else None
+        ),
+        "min_free_bytes": settings.MIN_FREE_BYTES,
     }
 
 
@@ -314,3 +321,20 @@ def model_usage(*, model: Model) -> dict:
         "can_delete": in_primary and not blocked,
         "requires_confirmation": bool(warnings),
     }
+
+
+def active_operation_blobs() -> set[str]:
+    """Return the blob ids that queued or running operations will write."""
+    return {
+        f["blob_id"]
+        for plan in Operation.objects.filter(state__in=ACTIVE_STATES).values_list("plan", flat=True)
+        for f in plan or []
+        if isinstance(f, dict) and "blob_id" in f
+    }
+
+
+def unmanaged_get(*, repo_pk: int) -> UnmanagedRepo:
+    try:
+        return UnmanagedRepo.objects.get(pk=repo_pk)
+    except UnmanagedRepo.DoesNotExist:
+        raise NotFound(f"No unmanaged repo #{repo_pk}.", details={"repo": repo_pk}) from None

@@ -268,6 +268,7 @@ class Removal:
     """
 
     repo_id: str
+    repo_type: str = "model"
     bytes_freed: int = 0
     partial_bytes: int = 0
     files: list[Path] = field(default_factory=list)  # snapshot entries to unlink
@@ -284,7 +285,7 @@ class Removal:
             path.unlink(missing_ok=True)
         for path in self.partials:
             path.unlink(missing_ok=True)
-        _prune_empty_dirs(repo_dir(root, self.repo_id) / "snapshots")
+        _prune_empty_dirs(repo_dir(root, self.repo_id, self.repo_type) / "snapshots")
 
 
 def _prune_empty_dirs(top: Path) -> None:
@@ -296,7 +297,11 @@ def _prune_empty_dirs(top: Path) -> None:
 
 
 def plan_removal(
-    root: Path, repo_id: str, patterns: list[str], keep_patterns: list[list[str]]
+    root: Path,
+    repo_id: str,
+    patterns: list[str],
+    keep_patterns: list[list[str]],
+    repo_type: str = "model",
 ) -> Removal:
     """Plan removing an entry's files from the primary store.
 
@@ -305,8 +310,8 @@ def plan_removal(
     Otherwise only this entry's snapshot files go, and a blob only when nothing kept
     still points at it (a GGUF repo holding a Q4 and a Q5 entry).
     """
-    removal = Removal(repo_id=repo_id)
-    base = repo_dir(root, repo_id)
+    removal = Removal(repo_id=repo_id, repo_type=repo_type)
+    base = repo_dir(root, repo_id, repo_type)
     if not keep_patterns and base.is_dir():
         # Nobody else has a stake in the repo: its partial files go too. With a stake
         # (another entry installed or downloading), a partial may be that entry's.

@@ -1,7 +1,7 @@
 """Writes and state changes. Every interface (API, admin, HTMX, CLI, tasks) calls these."""
 
 from .activation import model_activate
-from .deletion import delete_start
+from .deletion import delete_start, installation_pin, unmanaged_delete
 from .events import event_record
 from .installed import ReconcileResult, store_reconcile
 from .operations import (
@@ -13,6 +13,7 @@ from .operations import (
     operations_reap,
     partials_cleanup,
 )
+from .pruning import prune_run
 from .registry_sync import SyncResult, registry_sync
 from .tokens import api_token_authenticate, api_token_create
 
@@ -25,12 +26,15 @@ __all__ = [
     "delete_start",
     "download_start",
     "event_record",
+    "installation_pin",
     "model_activate",
     "operation_cancel",
     "operation_retry",
     "operation_start",
     "operations_reap",
     "partials_cleanup",
+    "prune_run",
     "registry_sync",
     "store_reconcile",
+    "unmanaged_delete",
 ]

@@ -9,8 +9,17 @@ from django.db import transaction
 from django.db.models import Q
 
 from .. import selectors, store
-from ..errors import ConfirmRequired, InUse, InvalidState
-from ..models import ActiveModel, EventKind, Installation, Model, Operation, OperationKind
+from ..errors import ConfirmRequired, InUse, InvalidState, NotInstalled
+from ..models import (
+    ActiveModel,
+    EventKind,
+    Installation,
+    Model,
+    Operation,
+    OperationKind,
+    StoreLocation,
+    UnmanagedRepo,
+)
 from .events import event_record
 from .installed import store_reconcile
 from .operations import StartResult, operation_start
@@ -97,3 +106,34 @@ def delete_execute(op: Operation) -> dict:
         )
     store_reconcile()
     return {"bytes_freed": removal.bytes_freed, "partial_bytes": removal.partial_bytes, **resets}
+
+
+def unmanaged_delete(*, repo: UnmanagedRepo, user=None) -> int:
+    """Delete a repo no registry entry claims from the models store; return the bytes freed."""
+    if repo.location != StoreLocation.PRIMARY:
+        raise InvalidState(
+            f"{repo.repo_id} lives in the read-only legacy cache; Modelyard does not delete there."
+        )
+    root = settings.MODELS_HUB_DIR
+    removal = store.plan_removal(root, repo.repo_id, ["*"], [], repo_type=repo.repo_type)
+    removal.execute(root)
+    event_record(
+        kind=EventKind.DELETED,
+        message=f"Deleted unmanaged repo {repo.repo_id}: {removal.bytes_freed:,} bytes freed.",
+        actor=user,
+        repo_id=repo.repo_id,
+        repo_type=repo.repo_type,
+        bytes_freed=removal.bytes_freed,
+    )
+    store_reconcile()
+    return removal.bytes_freed
+
+
+def installation_pin(*, model: Model, pinned: bool, user=None) -> Installation:
+    """Pin (or unpin) an installed model so that prune never removes it."""
+    installation = Installation.objects.filter(model=model).first()
+    if installation is None:
+        raise NotInstalled(f"{model.key} is not installed; only installed models can be pinned.")
+    Installation.objects.filter(pk=installation.pk).update(pinned=pinned)
+    installation.pinned = pinned
+    return installation

@@ -108,16 +108,31 @@ def _plan(op: Operation, policy: RetryPolicy, reporter: ProgressReporter) -> hub
     raise AssertionError("unreachable")
 
 
-def _disk_preflight(root, files: list[hub.PlannedFile], repo_id: str) -> int:
+def _disk_preflight(root, files: list[hub.PlannedFile], op: Operation) -> int:
+    """Fail at once when the disk cannot take the rest of the download plus the reserve.
+
+    With AUTO_PRUNE on, least-recently-used models are pruned first to make the room.
+    """
+    from .pruning import prune_run, prune_would_free
+
+    repo_id = op.model.repo_id
     remaining = sum(f.size - store.partial_size(root, repo_id, f.blob_id) for f in files)
-    _, free = store.disk_usage(root)
     reserve = settings.DOWNLOAD_DISK_RESERVE
-    if free < remaining + reserve:
-        raise DiskSpace(
-            f"Not enough disk space in {root}: the download needs {remaining:,} more bytes "
-            f"plus a reserve of {reserve:,} bytes, and {free:,} bytes are free.",
-            details={"needed": remaining, "reserve": reserve, "free": free},
+    _, free = store.disk_usage(root)
+    if free < remaining + reserve and settings.AUTO_PRUNE:
+        prune_run(
+            dry_run=False, need_bytes=remaining + reserve - free, exclude_model_id=op.model_id
         )
+        _, free = store.disk_usage(root)
+    if free < remaining + reserve:
+        message = (
+            f"Not enough disk space in {root}: the download needs {remaining:,} more bytes "
+            f"plus a reserve of {reserve:,} bytes, and {free:,} bytes are free."
+        )
+        if not settings.AUTO_PRUNE:
+            would = prune_would_free(exclude_model_id=op.model_id)
+            message += f" A prune could free up to {would:,} bytes (AUTO_PRUNE is off)."
+        raise DiskSpace(message, details={"needed": remaining, "reserve": reserve, "free": free})
     return remaining
 
 
@@ -147,7 +162,7 @@ def download_execute(op: Operation) -> dict:
         for blob_id, f in unique.items()
     }
     pending = [f for b, f in unique.items() if not store.blob_path(root, model.repo_id, b).exists()]
-    _disk_preflight(root, pending, model.repo_id)
+    _disk_preflight(root, pending, op)
     reporter.tick(sum(done.values()), force=True)
 
     cancel = threading.Event()

@@ -26,6 +26,7 @@ from ..models import (
     OperationKind,
     OperationState,
 )
+from ..selectors import active_operation_blobs
 from .events import event_record, operation_publish
 
 logger = logging.getLogger(__name__)
@@ -269,11 +270,7 @@ def operations_reap(*, now=None) -> list[int]:
 def partials_cleanup(*, now=None) -> list[str]:
     """Remove partial files older than PARTIAL_MAX_AGE that no active operation will resume."""
     now = now or timezone.now()
-    keep = {
-        f["blob_id"]
-        for plan in Operation.objects.filter(state__in=ACTIVE_STATES).values_list("plan", flat=True)
-        for f in plan or []
-    }
+    keep = active_operation_blobs()
     removed = []
     cutoff = now - timedelta(seconds=settings.PARTIAL_MAX_AGE)
     for path in store.stale_partials(settings.MODELS_HUB_DIR, older_than=cutoff, keep=keep):
