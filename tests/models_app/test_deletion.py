@@ -280,3 +280,38 @@ def test_admin_has_no_bulk_row_delete(superuser_client, store_models):
     response = superuser_client.get(reverse("admin:models_app_model_changelist"))
     assert "delete_selected" not in response.content.decode()
     assert UserPreference.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("condition", "warning"),
+    [
+        ("preference", "1 user preference uses this model; they will be reset to the defaults."),
+        ("llm_config", "LLM config low uses this model; it will be cleared."),
+        ("default", "This is the default embedding model (DEFAULT_EMBEDDING_MODEL)"),
+        ("active", "This is the active llm model; the active slot will be cleared."),
+    ],
+)
+def test_admin_action_for_each_warning_row(
+    superuser_client, settings, store_models, condition, warning
+):
+    embed, q4 = store_models["embed"], store_models["q4"]
+    target = embed if condition in ("preference", "default") else q4
+    if condition == "preference":
+        pref = UserPreferenceFactory(default_embedding_model=embed)
+    elif condition == "llm_config":
+        LLMConfigFactory(name="low", model=q4)
+    elif condition == "default":
+        settings.DEFAULT_EMBEDDING_MODEL = embed.key
+    else:
+        services.model_activate(model=q4)
+    page = admin_delete(superuser_client, [target]).content.decode()
+    assert warning in page and "despite the warnings" in page
+    assert not Operation.objects.exists()
+    admin_delete(superuser_client, [target], confirm=True)
+    op = Operation.objects.get(kind="delete", model=target)
+    assert operation_run(operation_id=op.id) == "succeeded"
+    if condition == "preference":
+        pref.refresh_from_db()
+        assert pref.default_embedding_model is None
+    if condition == "active":
+        assert not ActiveModel.objects.exists()
