@@ -104,16 +104,23 @@ def reconcile_store(request):
     return services.store_reconcile()
 
 
+def _start_response(result: services.StartResult, *, nothing_to_do: str) -> Status:
+    """Shape a start: 202 queued, or 200 with the active operation or nothing to do."""
+    if result.created:
+        status, code = "queued", 202
+    else:
+        status, code = ("active" if result.operation else nothing_to_do), 200
+    return Status(
+        code, {"status": status, "message": result.message, "operation": result.operation}
+    )
+
+
 @router.post("/models/{key}/download", response={200: StartOut, 202: StartOut})
 def download_model(request, key: str):
     """Queue a download (202), or return the active one (200); 409 if another kind runs."""
     model = selectors.model_get(key=key)
     result = services.download_start(model=model, user=request.auth)
-    if result.created:
-        body = {"status": "queued", "message": result.message, "operation": result.operation}
-        return Status(202, body)
-    status = "active" if result.operation else "installed"
-    return Status(200, {"status": status, "message": result.message, "operation": result.operation})
+    return _start_response(result, nothing_to_do="installed")
 
 
 @router.get("/models/{key}/usage", response=UsageOut)
@@ -128,11 +135,7 @@ def delete_model(request, key: str, confirm: bool = False):
     ERR_CONFIRM_REQUIRED (with the preflight) when it warns and confirm is not true."""
     model = selectors.model_get(key=key)
     result = services.delete_start(model=model, confirm=confirm, user=request.auth)
-    if result.created:
-        body = {"status": "queued", "message": result.message, "operation": result.operation}
-        return Status(202, body)
-    status = "active" if result.operation else "not_installed"
-    return Status(200, {"status": status, "message": result.message, "operation": result.operation})
+    return _start_response(result, nothing_to_do="not_installed")
 
 
 class OperationFilters(Schema):

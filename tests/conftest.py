@@ -1,5 +1,7 @@
 """Shared fixtures: personas, an isolated models store per test, API clients."""
 
+import subprocess
+
 import pytest
 from django.test import Client
 
@@ -133,3 +135,30 @@ def hub(hub_server, settings):
     yield hub_server
     hub_server.clear_faults()
     hub_server.required_token = None
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """Return a function that mounts a real tmpfs of a given size (needs root); unmount after.
+
+    A full disk cannot be faked honestly; a small filesystem makes a real one.
+    """
+    mounted = []
+
+    def mount(size: str):
+        point = tmp_path / f"small-fs-{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(
+                f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}"
+            )
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 import tracemalloc
@@ -402,26 +401,9 @@ def test_cancel_during_backoff(hub, blob):
     assert time.monotonic() - began < 1.0
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """Mount a real 2 MiB tmpfs (needs root, or CAP_SYS_ADMIN)."""
-    mount_point = tmp_path / "small-fs"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_full_disk_keeps_the_partial(hub, blob, small_filesystem):
     b = blob("model.bin")
-    b.final = small_filesystem / "blobs" / "model"
+    b.final = small_filesystem("2m") / "blobs" / "model"
     b.partial = b.final.with_name("model.incomplete")
     with pytest.raises(DiskSpace, match=r"model\.bin: no space left") as caught:
         b.fetch()

@@ -1,7 +1,6 @@
 """Quota, pruning order and exemptions, pinning, unmanaged repos, AUTO_PRUNE."""
 
 import os
-import subprocess
 from datetime import timedelta
 
 import pytest
@@ -94,11 +93,25 @@ def test_exemptions_are_never_removed(five_installed, settings):
     assert plan.enough is False  # 30 kB stay, over the 15 kB quota: said, not hidden
 
 
-def test_min_free_floor_drives_prune(five_installed, settings):
+def test_min_free_floor_drives_prune(small_filesystem, settings):
+    """On a private tmpfs free space moves only with our writes, so the floor is exact."""
+    mount = small_filesystem("1m")
+    settings.MODELS_DIR, settings.MODELS_HUB_DIR = mount, mount / "hub"
     settings.MODELS_MAX_BYTES = None
-    settings.MIN_FREE_BYTES = selectors.cache_summary()["free_disk_bytes"] + 15 * KB
+    for i in range(3):
+        ModelFactory(key=f"f{i}", repo_id=f"acme/f{i}", allow_patterns=["*.safetensors"])
+        write_snapshot(
+            mount / "hub", f"acme/f{i}", f"{i}" * 40, {"model.safetensors": b"x" * 100 * KB}
+        )
+    store_reconcile()
+    for i in range(3):
+        Installation.objects.filter(model__key=f"f{i}").update(
+            last_used_at=timezone.now() - timedelta(days=10 - i)
+        )
+    settings.MIN_FREE_BYTES = selectors.cache_summary()["free_disk_bytes"] + 150 * KB
     plan = services.prune_run(dry_run=True)
-    assert [i.model for i in plan.removals] == ["m0", "m1"]
+    assert [i.model for i in plan.removals] == ["f0", "f1"]
+    assert plan.need_bytes == 150 * KB
 
 
 def test_old_partials_are_pruned(five_installed, isolated_store):
@@ -199,21 +212,12 @@ def test_unmanaged_repo_listed_and_deleted(superuser_client, isolated_store):
 
 
 @pytest.fixture
-def small_store(tmp_path, settings):
+def small_store(small_filesystem, settings):
     """MODELS_DIR on a real 6 MB tmpfs, so that free space is truly short."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    mount = small_filesystem("6m")
     settings.MODELS_DIR = mount
     settings.MODELS_HUB_DIR = mount / "hub"
-    yield settings.MODELS_HUB_DIR
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    return settings.MODELS_HUB_DIR
 
 
 @pytest.mark.parametrize("auto_prune", [False, True])
