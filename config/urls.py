@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from config.api import api
 
@@ -10,4 +10,5 @@ admin.site.index_title = "Models, downloads and collections"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("settings/models/", include("models_app.urls")),
 ]

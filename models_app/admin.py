@@ -269,14 +269,19 @@ class OperationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj):
+        # data-operation-id lets the change list's script (change_list.html) move the
+        # figures of running operations live.
         if not obj.bytes_total:
-            return "—"
-        percent = 100 * obj.bytes_done / obj.bytes_total
+            text = "—"
+        else:
+            percent = 100 * obj.bytes_done / obj.bytes_total
+            text = f"{percent:.0f}% ({filesizeformat(obj.bytes_done)} of "
+            text += f"{filesizeformat(obj.bytes_total)})"
         return format_html(
-            "{}% ({} of {})",
-            f"{percent:.0f}",
-            filesizeformat(obj.bytes_done),
-            filesizeformat(obj.bytes_total),
+            '<span class="op-progress" data-operation-id="{}" data-state="{}">{}</span>',
+            obj.pk,
+            obj.state,
+            text,
         )
 
 

@@ -1,0 +1,34 @@
+"""Settings > Models: the HTMX page, its fragments and its actions."""
+
+from django.urls import path, register_converter
+
+from . import views
+from .constants import MODEL_KEY_RE
+
+
+class ModelKeyConverter:
+    """Match a registry key only: anything else is a plain 404 before a query runs."""
+
+    regex = MODEL_KEY_RE.removeprefix("^").removesuffix("$")
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(ModelKeyConverter, "modelkey")
+
+app_name = "models"
+
+urlpatterns = [
+    path("", views.models_page, name="page"),
+    path("header/", views.models_header, name="header"),
+    path("<modelkey:key>/card/", views.model_card, name="card"),
+    path("<modelkey:key>/download/", views.model_download, name="download"),
+    path("<modelkey:key>/activate/", views.model_activate, name="activate"),
+    path("<modelkey:key>/delete/", views.model_delete, name="delete"),
+    path("operations/<int:operation_id>/cancel/", views.operation_cancel, name="cancel"),
+    path("operations/<int:operation_id>/retry/", views.operation_retry, name="retry"),
+]

@@ -1,0 +1,583 @@
+"""Settings > Models, the HTMX page. Thin: parse, call a selector or a service, render.
+
+One view serves the full page and its list fragment (`request.htmx`); every action
+posts to a view that calls the same service as the API and the admin and answers
+with the model's updated card, the header out of band and an `HX-Trigger` toast.
+ModelyardError is mapped to a response once, in `_error_response`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import wraps
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import Case, Count, F, IntegerField, Q, Value, When
+from django.db.models.expressions import Window
+from django.db.models.functions import RowNumber
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import (
+    HttpResponseClientRedirect,
+    push_url,
+    reswap,
+    retarget,
+    trigger_client_event,
+)
+
+from . import selectors, services
+from .errors import ConfirmRequired, ModelyardError, NotFound
+from .models import ACTIVE_STATES, Model, Operation, OperationKind, OperationState
+
+TYPE_TABS = (
+    ("embedding", "Embedding"),
+    ("llm", "LLMs"),
+    ("reranker", "Rerankers"),
+    ("splade", "SPLADE"),
+)
+NOUNS = {
+    "embedding": ("embedding model", "embedding models"),
+    "llm": ("LLM", "LLMs"),
+    "reranker": ("reranker", "rerankers"),
+    "splade": ("SPLADE model", "SPLADE models"),
+}
+STATUSES = (("all", "All"), ("installed", "Installed"), ("available", "Available"))
+PAGE_SIZE = 60
+SEARCH_MAX = 200
+# Our error responses carry this header; live.js swaps them although their status is 4xx,
+# and only them: a 403 from the CSRF check must not land inside a card.
+ERROR_HEADER = "X-Modelyard-Error"
+UNSUCCESSFUL = (OperationState.FAILED, OperationState.CANCELLED, OperationState.INTERRUPTED)
+
+
+# --- access and request parsing ---------------------------------------------------------
+
+
+def superuser_required(view):
+    """Send anonymous users to the admin login (with ?next=); refuse other users with 403."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            login = reverse("admin:login")
+            if request.htmx:
+                # A fragment request would swap the login page into a card; go there instead.
+                back = request.htmx.current_url_abs_path or reverse("models:page")
+                return HttpResponseClientRedirect(f"{login}?{urlencode({'next': back})}")
+            return redirect_to_login(request.get_full_path(), login)
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def maps_errors(view):
+    """Answer a ModelyardError raised by the view with `_error_response`."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except ModelyardError as exc:
+            return _error_response(request, exc, **kwargs)
+
+    return wrapped
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The page's state, read from and written to its query string."""
+
+    type: str = "embedding"
+    status: str = "all"
+    q: str = ""
+    page: int = 1
+
+    @classmethod
+    def parse(cls, params) -> Filters:
+        """Read the query string; an unknown value falls back to its default."""
+        type_ = params.get("type", "")
+        status = params.get("status", "")
+        try:
+            page = max(1, int(params.get("page", "1")))
+        except ValueError:
+            page = 1
+        return cls(
+            type=type_ if type_ in dict(TYPE_TABS) else cls.type,
+            status=status if status in dict(STATUSES) else cls.status,
+            # NUL cannot reach PostgreSQL; a search for it finds nothing anyway.
+            q=" ".join(params.get("q", "").replace("\x00", "").split())[:SEARCH_MAX],
+            page=page,
+        )
+
+    def query(self, **changes) -> str:
+        """Return the canonical query string of this state (defaults left out)."""
+        state = replace(self, **changes)
+        params: dict[str, str | int] = {"type": state.type}
+        if state.status != "all":
+            params["status"] = state.status
+        if state.q:
+            params["q"] = state.q
+        if state.page > 1:
+            params["page"] = state.page
+        return "?" + urlencode(params)
+
+
+def _confirmed(request: HttpRequest) -> bool:
+    return request.POST.get("confirm", "").lower() in ("true", "1", "yes", "on")
+
+
+# --- what a card shows ------------------------------------------------------------------
+
+
+@dataclass
+class Card:
+    """One model as the page shows it; built for a whole page in a constant number of queries."""
+
+    model: Model
+    collections: list[str]
+    operation: Operation | None  # the active one (queued or running)
+    failure: Operation | None  # the latest one, when it ended unsuccessfully and still matters
+    latest: Operation | None  # the active one, else the latest one
+    error: ModelyardError | None = None  # the error of the request that rendered the card
+
+    @property
+    def installation(self):
+        return getattr(self.model, "installation", None)
+
+    @property
+    def installed(self) -> bool:
+        return self.installation is not None
+
+    @property
+    def deletable(self) -> bool:
+        return self.installed and self.installation.location == "primary"
+
+    @property
+    def memory(self) -> list[dict]:
+        return [
+            {**row, "display": filesizeformat(row["bytes"])}
+            for row in selectors.memory_table(self.model)
+        ]
+
+    @property
+    def size_display(self) -> str:
+        if self.installed:
+            return f"{filesizeformat(self.installation.size_on_disk)} on disk"
+        if self.model.download_size:
+            return f"{filesizeformat(self.model.download_size)} download"
+        return "Download size unknown"
+
+    @property
+    def parameters_display(self) -> str:
+        return _count(self.model.parameter_count)
+
+    @property
+    def status(self) -> str:
+        op = self.operation
+        if op is not None:
+            if op.cancel_requested:
+                return "Cancelling…"
+            if op.state == OperationState.QUEUED:
+                return f"{op.get_kind_display()} queued"
+            return {"download": "Downloading", "delete": "Deleting"}.get(
+                op.kind, f"{op.get_kind_display()} running"
+            )
+        if self.installed:
+            return "Installed" if self.deletable else "Installed (legacy cache, read-only)"
+        return "Available"
+
+    @property
+    def progress(self) -> dict | None:
+        op = self.operation
+        if op is None:
+            return None
+        return progress_figures(op)
+
+    @property
+    def failure_title(self) -> str:
+        op = self.failure
+        return f"{op.get_kind_display()} {op.get_state_display().lower()}" if op else ""
+
+    @property
+    def failure_code(self) -> str:
+        op = self.failure
+        if op is None:
+            return ""
+        return op.error_code or ("ERR_CANCELLED" if op.state == OperationState.CANCELLED else "")
+
+    @property
+    def failure_message(self) -> str:
+        op = self.failure
+        if op is None:
+            return ""
+        if op.error_message:
+            return op.error_message
+        if op.kind == OperationKind.DOWNLOAD:
+            return "The partial files stay; Retry resumes from them."
+        return ""
+
+    @property
+    def last_state(self) -> str:
+        return self.latest.state if self.latest is not None else ""
+
+    @property
+    def page_href(self) -> str:
+        return model_page_href(self.model)
+
+
+def progress_figures(op: Operation) -> dict:
+    """Return the progress texts of an operation; live.js formats the same way."""
+    total = op.bytes_total or 0
+    percent = min(100, 100 * op.bytes_done // total) if total else None
+    done = filesizeformat(op.bytes_done)
+    return {
+        "percent": percent,
+        "bytes": f"{done} of {filesizeformat(total)}" if total else (done if op.bytes_done else ""),
+        "speed": f"{filesizeformat(op.speed)}/s" if op.speed else "",
+        "eta": f"{_duration(op.eta_seconds)} left" if op.eta_seconds else "",
+    }
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _count(n: int | None) -> str:
+    if not n:
+        return ""
+    for size, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + suffix
+    return str(n)
+
+
+def model_page_href(model: Model) -> str:
+    return f"{reverse('models:page')}?type={model.type}#model-{model.key}"
+
+
+# These two reads feed every card of a page in one query each. They belong beside
+# model_page in selectors.py; they live here until that module is free to change.
+def _collection_names(model_ids: list[int]) -> dict[int, list[str]]:
+    """Return the names of the collections using each model, by model id, in one query."""
+    from collections_app.models import Collection
+
+    names: dict[int, list[str]] = {}
+    if not model_ids:
+        return names
+    rows = (
+        Collection.objects.filter(
+            Q(embedding_model_id__in=model_ids)
+            | Q(reranker_model_id__in=model_ids)
+            | Q(splade_model_id__in=model_ids)
+        )
+        .order_by("name")
+        .values_list("name", "embedding_model_id", "reranker_model_id", "splade_model_id")
+    )
+    wanted = set(model_ids)
+    for name, *used in rows:
+        for model_id in {m for m in used if m in wanted}:
+            names.setdefault(model_id, []).append(name)
+    return names
+
+
+def _current_operations(model_ids: list[int]) -> dict[int, Operation]:
+    """Return each model's active operation, else its latest one, in one query."""
+    if not model_ids:
+        return {}
+    active_first = Case(
+        When(state__in=ACTIVE_STATES, then=Value(0)), default=Value(1), output_field=IntegerField()
+    )
+    ranked = (
+        Operation.objects.filter(model_id__in=model_ids)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("model_id")],
+                order_by=[active_first.asc(), F("created_at").desc(), F("id").desc()],
+            )
+        )
+        .filter(rank=1)
+    )
+    return {op.model_id: op for op in ranked}
+
+
+def build_cards(models: list[Model]) -> list[Card]:
+    """Return the cards of these models (annotated by selectors.model_queryset)."""
+    ids = [m.id for m in models]
+    names = _collection_names(ids)
+    operations = _current_operations(ids)
+    cards = []
+    for model in models:
+        op = operations.get(model.id)
+        installed = hasattr(model, "installation")
+        active = op if op is not None and op.is_active else None
+        failure = None
+        if op is not None and op.state in UNSUCCESSFUL:
+            # A failed download matters while the model is missing, a failed delete
+            # while it is still there.
+            relevant = installed if op.kind == OperationKind.DELETE else not installed
+            failure = op if relevant else None
+        cards.append(Card(model, names.get(model.id, []), active, failure, op))
+    return cards
+
+
+def _card(key: str) -> Card:
+    return build_cards([selectors.model_get(key=key)])[0]
+
+
+# --- pages and fragments ----------------------------------------------------------------
+
+
+def _listing(filters: Filters) -> dict:
+    qs = selectors.model_list(
+        type=filters.type, status=filters.status, search=filters.q or None, sort="recommended"
+    )
+    total = qs.count()
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(filters.page, pages)
+    filters = replace(filters, page=page)
+    models = list(qs[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
+    counts = dict(
+        selectors.model_list(status=filters.status, search=filters.q or None)
+        .order_by()
+        .values_list("type")
+        .annotate(n=Count("id"))
+    )
+    base = reverse("models:page")
+    return {
+        "filters": filters,
+        "statuses": STATUSES,
+        "page_url": base,
+        "canonical_url": base + filters.query(),
+        "tabs": [
+            {
+                "type": type_,
+                "label": label,
+                "count": counts.get(type_, 0),
+                "href": base + filters.query(type=type_, page=1),
+                "current": type_ == filters.type,
+            }
+            for type_, label in TYPE_TABS
+        ],
+        "summary": f"{total} {NOUNS[filters.type][total != 1]}",
+        "plural": NOUNS[filters.type][1],
+        "cards": build_cards(models),
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "previous_href": base + filters.query(page=page - 1) if page > 1 else "",
+        "next_href": base + filters.query(page=page + 1) if page < pages else "",
+        "clear_href": base + Filters(type=filters.type).query(),
+    }
+
+
+def _header_context() -> dict:
+    cache = selectors.cache_summary()
+    return {"cache": cache, "other_bytes": cache["unmanaged_bytes"] + cache["partial_bytes"]}
+
+
+@superuser_required
+@require_GET
+@vary_on_headers("HX-Request")
+def models_page(request: HttpRequest) -> HttpResponse:
+    """Render Settings > Models, or only its list for an htmx request."""
+    filters = Filters.parse(request.GET)
+    listing = _listing(filters)
+    if request.htmx and not request.htmx.history_restore_request:
+        response = render(request, "modelyard/_model_list.html", listing)
+        return push_url(response, listing["canonical_url"])
+    return render(request, "modelyard/models_page.html", {**listing, **_header_context()})
+
+
+@superuser_required
+@require_GET
+def models_header(request: HttpRequest) -> HttpResponse:
+    """Render the header with the cache figures (polled and re-fetched by live.js)."""
+    return render(request, "modelyard/_header.html", _header_context())
+
+
+@superuser_required
+@require_GET
+@maps_errors
+def model_card(request: HttpRequest, key: str) -> HttpResponse:
+    """Render one model's card (re-fetched by live.js when its operation ends)."""
+    return render(request, "modelyard/_card.html", {"card": _card(key)})
+
+
+# --- actions ----------------------------------------------------------------------------
+
+
+def _action_response(
+    request: HttpRequest,
+    card: Card,
+    *,
+    level: str,
+    message: str,
+    status: int = 200,
+    also: Sequence[Card] = (),
+) -> HttpResponse:
+    """Answer an action: the card, other changed cards and the header out of band, a toast."""
+    if not request.htmx:
+        # Without JavaScript the forms post normally: back to the page, the toast as a message.
+        messages.add_message(request, _MESSAGE_LEVELS[level], message)
+        return redirect(card.page_href, permanent=False)
+    html = render_to_string(
+        "modelyard/_action_response.html",
+        {"card": card, "also": also, **_header_context()},
+        request=request,
+    )
+    response = HttpResponse(html, status=status)
+    return trigger_client_event(response, "toast", {"level": level, "message": message})
+
+
+_MESSAGE_LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
+
+
+@superuser_required
+@require_POST
+@maps_errors
+def model_download(request: HttpRequest, key: str) -> HttpResponse:
+    model = selectors.model_get(key=key)
+    result = services.download_start(model=model, user=request.user)
+    if result.created:
+        level, message = "success", f"Download of {model.name} queued."
+    elif result.operation is not None:
+        level, message = "info", f"{model.name}: {result.message}"
+    else:
+        level, message = "info", f"{model.name} is already installed."
+    return _action_response(request, _card(key), level=level, message=message)
+
+
+@superuser_required
+@require_POST
+@maps_errors
+def model_activate(request: HttpRequest, key: str) -> HttpResponse:
+    model = selectors.model_get(key=key)
+    previous = [a.model for a in selectors.active_model_list() if a.type == model.type]
+    services.model_activate(model=model, user=request.user)
+    # The previously active card loses its badge and gains "Set active".
+    others = [m for m in previous if m.pk != model.pk]
+    cards = build_cards(
+        list(selectors.model_queryset().filter(pk__in=[model.pk, *(m.pk for m in others)]))
+    )
+    card = next(c for c in cards if c.model.pk == model.pk)
+    return _action_response(
+        request,
+        card,
+        level="success",
+        message=f"{model.name} is now the active {NOUNS[model.type][0]}.",
+        also=[c for c in cards if c is not card],
+    )
+
+
+@superuser_required
+@require_http_methods(["GET", "POST"])
+@maps_errors
+def model_delete(request: HttpRequest, key: str) -> HttpResponse:
+    """GET: the delete dialog from the usage preflight. POST: queue the delete."""
+    model = selectors.model_get(key=key)
+    if request.method == "GET":
+        return _delete_dialog(request, model, selectors.model_usage(model=model))
+    result = services.delete_start(model=model, confirm=_confirmed(request), user=request.user)
+    if result.created:
+        level, message = "success", f"Delete of {model.name} queued."
+    elif result.operation is not None:
+        level, message = "info", f"{model.name}: {result.message}"
+    else:
+        level, message = "info", f"{model.name} is not installed; there is nothing to delete."
+    return _action_response(request, _card(key), level=level, message=message)
+
+
+def _delete_dialog(request: HttpRequest, model: Model, usage: dict, status: int = 200):
+    context = {"model": model, "usage": usage, "page_href": model_page_href(model)}
+    if request.htmx:
+        return render(request, "modelyard/_delete_dialog.html", context, status=status)
+    return render(request, "modelyard/delete_page.html", context, status=status)
+
+
+@superuser_required
+@require_POST
+@maps_errors
+def operation_cancel(request: HttpRequest, operation_id: int) -> HttpResponse:
+    op = selectors.operation_get(operation_id=operation_id)
+    op = services.operation_cancel(operation=op, user=request.user)
+    verb = op.get_kind_display()
+    if op.state == OperationState.CANCELLED:
+        message = f"{verb} of {op.model.name} cancelled; the partial files stay for a retry."
+    else:
+        message = f"Cancelling the {op.kind} of {op.model.name}…"
+    return _action_response(request, _card(op.model.key), level="info", message=message)
+
+
+@superuser_required
+@require_POST
+@maps_errors
+def operation_retry(request: HttpRequest, operation_id: int) -> HttpResponse:
+    op = selectors.operation_get(operation_id=operation_id)
+    op = services.operation_retry(operation=op, user=request.user)
+    message = f"{op.get_kind_display()} of {op.model.name} queued again; it resumes."
+    return _action_response(request, _card(op.model.key), level="success", message=message)
+
+
+# --- the one error mapping --------------------------------------------------------------
+
+
+def _error_response(
+    request: HttpRequest,
+    exc: ModelyardError,
+    *,
+    key: str | None = None,
+    operation_id: int | None = None,
+) -> HttpResponse:
+    """Map a ModelyardError to the card showing its code and message, a toast and its status.
+
+    A delete that needs confirmation answers with the dialog instead, so the user sees
+    what the confirmation is for.
+    """
+    text = f"{exc.code}: {exc.message}"
+    model = _model_of(key=key, operation_id=operation_id)
+    if isinstance(exc, ConfirmRequired) and model is not None:
+        if not request.htmx:
+            return redirect("models:delete", key=model.key)
+        response = _delete_dialog(request, model, exc.details["usage"], status=exc.status)
+        response = retarget(reswap(response, "innerHTML"), "#dialog-slot")
+    elif not request.htmx and request.method == "POST":
+        messages.error(request, text)
+        return redirect(model_page_href(model) if model else reverse("models:page"))
+    elif model is None:
+        # Nothing to show the error in (an unknown key or operation): the toast says it.
+        response = reswap(HttpResponse(status=exc.status), "none")
+    else:
+        card = build_cards([model])[0]
+        card.error = exc
+        response = render(request, "modelyard/_card.html", {"card": card}, status=exc.status)
+    response[ERROR_HEADER] = exc.code
+    level = "info" if isinstance(exc, ConfirmRequired) else "error"
+    return trigger_client_event(response, "toast", {"level": level, "message": text})
+
+
+def _model_of(*, key: str | None, operation_id: int | None) -> Model | None:
+    try:
+        if operation_id is not None:
+            key = selectors.operation_get(operation_id=operation_id).model.key
+        return selectors.model_get(key=key) if key is not None else None
+    except NotFound:
+        return None
