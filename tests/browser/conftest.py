@@ -1,0 +1,132 @@
+"""Browser tests: Debian's chromium driven by Playwright against a live daphne + qcluster.
+
+Never `playwright install`: the browser is the system one, found with `command -v chromium`.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+from django.test import Client
+
+from tests.factories import UserFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture
+def live_system(hub, settings, isolated_store, transactional_db):
+    """Start `manage.py run` (daphne + one qcluster worker) on the test database."""
+    port = _free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=_database_url(),
+        MODELS_DIR=str(settings.MODELS_DIR),
+        LEGACY_HUB_DIR=str(settings.LEGACY_HUB_DIR),
+        HF_ENDPOINT=hub.url,
+        Q_WORKERS="1",
+        DOWNLOAD_DISK_RESERVE="0",
+        DOWNLOAD_RETRY_ATTEMPTS="2",
+        DOWNLOAD_RETRY_BASE_DELAY="0.05",
+        OPERATION_PROGRESS_INTERVAL="0.1",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        LOG_LEVEL="WARNING",
+    )
+    env.pop("REDIS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run", "--port", str(port)],
+        cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/admin/login/", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the live system did not start") from None
+            time.sleep(0.2)
+    yield base
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def browser(chromium_path, monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop on this thread; the test's ORM calls are
+    # still plain synchronous calls on one thread, which is what Django's guard protects.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            ],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_system, request):
+    """A page signed in as a superuser (a real session cookie from the test database)."""
+    admin = UserFactory(username="browser-admin", is_superuser=True, is_staff=True)
+    client = Client()
+    client.force_login(admin)
+    cookie = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_system)
+    context.add_cookies(
+        [{"name": django_settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_system}]
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"), full_page=True)
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    """Save a screenshot of the page in a named state as a test artefact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
