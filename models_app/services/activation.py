@@ -6,7 +6,7 @@ from django.db import transaction
 
 from ..errors import Incompatible, NotInstalled
 from ..models import ActiveModel, EventKind, Installation, Model
-from .events import event_record
+from .events import event_record, model_publish
 
 
 def model_activate(*, model: Model, type: str | None = None, user=None) -> ActiveModel:
@@ -42,6 +42,9 @@ def model_activate(*, model: Model, type: str | None = None, user=None) -> Activ
             type=model.type,
             previous=previous.model.key if previous else None,
         )
+        switched = [model.id] + ([previous.model_id] if previous is not None else [])
+        # After the commit, so that a client reading the state back sees the switch.
+        transaction.on_commit(lambda: model_publish(model_ids=switched))
     return active
 
 

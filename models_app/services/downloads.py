@@ -72,13 +72,17 @@ class ProgressReporter:
             speed=op.speed,
             eta_seconds=op.eta_seconds,
             heartbeat_at=Now(),
+            updated_at=Now(),
         )
         if not written:
             raise LostOwnership(op.pk)
-        self.cancel_requested = bool(
-            Operation.objects.filter(pk=op.pk).values_list("cancel_requested", flat=True).first()
+        # Read back what the database wrote, so the published state is the row's state.
+        row = Operation.objects.filter(pk=op.pk).values(
+            "cancel_requested", "heartbeat_at", "updated_at"
         )
-        op.cancel_requested = self.cancel_requested
+        for field, value in (row.first() or {}).items():
+            setattr(op, field, value)
+        self.cancel_requested = bool(op.cancel_requested)
         operation_publish(op)
 
 
@@ -151,6 +155,7 @@ def download_execute(op: Operation) -> dict:
         plan=[f.as_dict() for f in plan.files],
         commit_hash=plan.commit_hash,
         bytes_total=plan.total_bytes,
+        updated_at=Now(),
     )
     store.prepare_repo(root, model.repo_id)
 

@@ -7,7 +7,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from ..models import Event, Operation
+from ..models import Event, Model, Operation
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def operation_payload(op: Operation) -> dict:
     """Return the fields every client sees for an operation (API, websocket, page)."""
     return {
         "id": op.id,
-        "model": op.model.key if "model" in op._state.fields_cache else None,
+        # Loads the model when the caller did not select it: the key is always there.
+        "model": op.model.key,
         "model_id": op.model_id,
         "kind": op.kind,
         "state": op.state,
@@ -48,14 +49,89 @@ def operation_payload(op: Operation) -> dict:
     }
 
 
+def operation_event(op: Operation) -> dict:
+    """Return the channel-layer event for an operation.
+
+    `updated_at` rides beside the payload, not in it: consumers use it to drop a state
+    older than one they already sent (two sources, the relay and a direct publish, can
+    deliver out of order); clients never see it.
+    """
+    return {
+        "type": "operation.update",
+        "operation": operation_payload(op),
+        "updated_at": op.updated_at.isoformat() if op.updated_at else None,
+    }
+
+
+def model_payload(model: Model) -> dict:
+    """Return a model's install and active state; `model` comes from `model_queryset()`."""
+    installation = getattr(model, "installation", None)
+    return {
+        "key": model.key,
+        "type": model.type,
+        "installed": installation is not None,
+        "is_active": bool(getattr(model, "is_active", False)),
+        "size_on_disk": installation.size_on_disk if installation else 0,
+    }
+
+
+def model_events(*, model_ids) -> list[dict]:
+    """Return one `model.update` event per model id that still exists."""
+    from ..selectors import model_queryset
+
+    models = model_queryset().filter(pk__in=set(model_ids)).order_by("key")
+    return [{"type": "model.update", "model": model_payload(m)} for m in models]
+
+
+CACHE_FIELDS = (
+    "total_bytes", "managed_bytes", "unmanaged_bytes", "partial_bytes", "free_disk_bytes",
+    "quota_bytes",
+)  # fmt: skip
+
+
+def cache_payload() -> dict:
+    """Return the cache figures the live page shows (a subset of `cache_summary`)."""
+    from ..selectors import cache_summary
+
+    summary = cache_summary()
+    return {field: summary[field] for field in CACHE_FIELDS}
+
+
+def cache_event() -> dict:
+    return {"type": "cache.update", "cache": cache_payload()}
+
+
+def _group_send(events: list[dict]) -> None:
+    layer = get_channel_layer()
+    if layer is None or not events:
+        return
+
+    async def send_all():
+        for event in events:
+            await layer.group_send(OPERATIONS_GROUP, event)
+
+    async_to_sync(send_all)()
+
+
 def operation_publish(op: Operation) -> None:
     """Publish an operation's state to the channel layer; a layer outage never fails the work."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(
-            OPERATIONS_GROUP, {"type": "operation.update", "operation": operation_payload(op)}
-        )
+        _group_send([operation_event(op)])
     except Exception:
         logger.warning("could not publish operation %s", op.id, exc_info=True)
+
+
+def model_publish(*, model_ids) -> None:
+    """Publish the install and active state of models (after a switch, an install, a delete)."""
+    try:
+        _group_send(model_events(model_ids=model_ids))
+    except Exception:
+        logger.warning("could not publish models %s", list(model_ids), exc_info=True)
+
+
+def operation_outcome_publish(op: Operation) -> None:
+    """Publish what an ended operation changed: its model's state and the cache figures."""
+    try:
+        _group_send([*model_events(model_ids=[op.model_id]), cache_event()])
+    except Exception:
+        logger.warning("could not publish the outcome of operation %s", op.id, exc_info=True)

@@ -8,6 +8,7 @@ from ..errors import Cancelled, ModelyardError
 from ..models import Operation, OperationState
 from .deletion import delete_execute
 from .downloads import LostOwnership, download_execute
+from .events import operation_outcome_publish
 from .installed import store_reconcile
 from .operations import operation_claim, operation_finish
 
@@ -42,9 +43,11 @@ def operation_run(*, operation_id: int) -> str:
         )
     else:
         operation_finish(operation=op, state=OperationState.SUCCEEDED, **figures)
+        operation_outcome_publish(op)
         return OperationState.SUCCEEDED
     try:
         store_reconcile()  # partial files changed: keep the cache figures true
     except Exception:
         logger.exception("reconcile after operation %s failed", op.pk)
+    operation_outcome_publish(op)  # after the reconcile, so the cache figures are current
     return Operation.objects.filter(pk=op.pk).values_list("state", flat=True).first()

@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import store
@@ -50,7 +51,7 @@ def _enqueue(operation_id: int) -> None:
         task_name=f"operation-{operation_id}",
         timeout=settings.Q_TASK_TIMEOUT,
     )
-    Operation.objects.filter(pk=operation_id).update(task_id=task_id or "")
+    Operation.objects.filter(pk=operation_id).update(task_id=task_id or "", updated_at=Now())
 
 
 def _conflict(active: Operation, kind: str) -> AlreadyRunning:
@@ -114,7 +115,7 @@ def operation_cancel(*, operation: Operation, user=None) -> Operation:
     """Cancel a queued operation now; ask a running one to stop (its worker stops within 1 s)."""
     now = timezone.now()
     if Operation.objects.filter(pk=operation.pk, state=OperationState.QUEUED).update(
-        state=OperationState.CANCELLED, cancel_requested=True, finished_at=now
+        state=OperationState.CANCELLED, cancel_requested=True, finished_at=now, updated_at=Now()
     ):
         op = Operation.objects.select_related("model").get(pk=operation.pk)
         event_record(
@@ -127,7 +128,7 @@ def operation_cancel(*, operation: Operation, user=None) -> Operation:
         operation_publish(op)
         return op
     Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).update(
-        cancel_requested=True
+        cancel_requested=True, updated_at=Now()
     )
     op = Operation.objects.select_related("model").get(pk=operation.pk)
     if op.state not in ACTIVE_STATES:
@@ -151,6 +152,7 @@ def operation_retry(*, operation: Operation, user=None) -> Operation:
                 finished_at=None,
                 speed=None,
                 eta_seconds=None,
+                updated_at=Now(),
             )
             if not updated:
                 op = Operation.objects.get(pk=operation.pk)
@@ -184,11 +186,15 @@ def operation_claim(*, operation_id: int) -> Operation | None:
     """Move a queued operation to running for this worker; None if someone else has it."""
     now = timezone.now()
     claimed = Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED).update(
-        state=OperationState.RUNNING, started_at=now, heartbeat_at=now, bytes_done=0
+        state=OperationState.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        bytes_done=0,
+        attempts=F("attempts") + 1,
+        updated_at=Now(),
     )
     if not claimed:
         return None
-    Operation.objects.filter(pk=operation_id).update(attempts=F("attempts") + 1)
     op = Operation.objects.select_related("model").get(pk=operation_id)
     event_record(
         kind=EventKind.STARTED,
@@ -204,7 +210,12 @@ def operation_finish(
     *, operation: Operation, state: str, error: ModelyardError | None = None, **data
 ) -> bool:
     """End a running operation; False if it was no longer running (reaped or finished)."""
-    values = {"state": state, "finished_at": timezone.now(), "eta_seconds": None}
+    values = {
+        "state": state,
+        "finished_at": timezone.now(),
+        "eta_seconds": None,
+        "updated_at": Now(),
+    }
     if error is not None:
         values |= {"error_code": error.code, "error_message": error.message}
     if state == OperationState.SUCCEEDED:
@@ -249,6 +260,7 @@ def operations_reap(*, now=None) -> list[int]:
             finished_at=now,
             speed=None,
             eta_seconds=None,
+            updated_at=Now(),
             error_message=(
                 "The worker stopped sending heartbeats (it died or lost the database). "
                 "Retry resumes from the partial files."

@@ -1,0 +1,180 @@
+"""The live-updates websocket (`/ws/live/`, docs/live-protocol.md): superusers only, send-only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from . import live
+from .services.events import OPERATIONS_GROUP
+
+# At most 4 operation messages a second per operation.
+MIN_INTERVAL = 0.25
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+LAYER_EVENTS = ("operation.update", "model.update", "cache.update")
+
+
+def _stamp(value: str | None) -> datetime | None:
+    """Parse an event's `updated_at`, to the millisecond (SQLite's Now() keeps no more)."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+@dataclass
+class _OperationStream:
+    """What one connection has sent of one operation, and what it holds back."""
+
+    sent: dict | None = None
+    sent_stamp: datetime | None = None
+    sent_at: float | None = None
+    held: dict | None = None
+    held_stamp: datetime | None = None
+    timer: asyncio.Task | None = None
+
+    def latest(self) -> tuple[dict | None, datetime | None]:
+        if self.held is not None:
+            return self.held, self.held_stamp
+        return self.sent, self.sent_stamp
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Send the snapshot, then operation, model and cache updates, coalesced per operation.
+
+    An update arriving within 0.25 s of the last one sent for its operation is held and
+    sent when the 0.25 s are up (a newer one replaces it); an end state goes at once and
+    drops what was held. An update equal to, or older than, what was sent or held is
+    dropped: the relay and a direct publish in this process can both deliver one change.
+    """
+
+    joined = False
+
+    async def connect(self):
+        user = self.scope.get("user")
+        # Accept, then close: a refusal before the handshake reaches the browser as a bare
+        # failure, without the close code that tells the page to log in again.
+        if user is None or not user.is_authenticated:
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not user.is_superuser:
+            await self.accept()
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.streams: dict[int, _OperationStream] = {}
+        self.models: dict[str, dict] = {}
+        self.cache: dict | None = None
+        self.send_lock = asyncio.Lock()
+        await self.accept()
+        # Join before reading the snapshot: a change made in between arrives twice at
+        # worst, and the second copy is dropped as equal or older.
+        await self.channel_layer.group_add(OPERATIONS_GROUP, self.channel_name)
+        self.joined = True
+        await live.relay_join()
+        message, events = await database_sync_to_async(live.live_snapshot)()
+        for event in events:
+            self.streams[event["operation"]["id"]] = _OperationStream(
+                sent=event["operation"], sent_stamp=_stamp(event["updated_at"])
+            )
+        self.cache = message["cache"]
+        await self.send_json(message)
+
+    async def disconnect(self, code):
+        if not self.joined:
+            return
+        self.joined = False
+        for stream in self.streams.values():
+            if stream.timer is not None:
+                stream.timer.cancel()
+        await self.channel_layer.group_discard(OPERATIONS_GROUP, self.channel_name)
+        await live.relay_leave()
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data or "")
+        except ValueError:
+            return  # the client has nothing to say but ping
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def dispatch(self, message):
+        if message["type"] in LAYER_EVENTS:
+            # These carry their payload and touch no database: skip Channels' connection
+            # cleanup, a hop to the one shared sync thread for every message to every client.
+            await getattr(self, get_handler_name(message))(message)
+            return
+        await super().dispatch(message)
+
+    # --- channel-layer events (services/events.py) ---------------------------------------
+
+    async def operation_update(self, event):
+        if not self.joined:
+            return
+        payload, stamp = event["operation"], _stamp(event.get("updated_at"))
+        stream = self.streams.setdefault(payload["id"], _OperationStream())
+        latest, latest_stamp = stream.latest()
+        if payload == latest or payload == stream.sent:
+            return
+        if stamp is not None and latest_stamp is not None and stamp < latest_stamp:
+            return  # an older state than one already sent or held
+        loop = asyncio.get_running_loop()
+        async with self.send_lock:
+            now = loop.time()
+            due = stream.sent_at is None or now - stream.sent_at >= MIN_INTERVAL
+            if due or payload["state"] in live.TERMINAL_STATES:
+                self._drop_held(stream)
+                await self._send_operation(stream, payload, stamp)
+                return
+            stream.held, stream.held_stamp = payload, stamp
+            if stream.timer is None:
+                due_at = stream.sent_at + MIN_INTERVAL
+                stream.timer = asyncio.create_task(self._send_held(stream, due_at))
+
+    async def model_update(self, event):
+        model = event["model"]
+        if self.joined and self.models.get(model["key"]) != model:
+            self.models[model["key"]] = model
+            await self.send_json({"type": "model", "model": model})
+
+    async def cache_update(self, event):
+        if self.joined and event["cache"] != self.cache:
+            self.cache = event["cache"]
+            await self.send_json({"type": "cache", "cache": self.cache})
+
+    # --- coalescing ---------------------------------------------------------------------
+
+    async def _send_operation(self, stream: _OperationStream, payload: dict, stamp) -> None:
+        """Send one operation message; the caller holds `send_lock`.
+
+        The interval counts from the decision to send, not from when the send returned:
+        updates that arrive on a 0.25 s beat (the relay's) would otherwise each be held a
+        little longer than the one before, and fall ever further behind.
+        """
+        stream.sent, stream.sent_stamp = payload, stamp
+        stream.sent_at = asyncio.get_running_loop().time()
+        await self.send_json({"type": "operation", "operation": payload})
+
+    def _drop_held(self, stream: _OperationStream) -> None:
+        # The timer waits on the sleep or on the lock we hold: cancelling is safe.
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
+        stream.held = stream.held_stamp = None
+
+    async def _send_held(self, stream: _OperationStream, due_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, due_at - loop.time()))
+        async with self.send_lock:
+            stream.timer = None
+            if stream.held is not None and self.joined:
+                payload, stamp = stream.held, stream.held_stamp
+                stream.held = stream.held_stamp = None
+                await self._send_operation(stream, payload, stamp)

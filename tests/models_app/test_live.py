@@ -1,0 +1,367 @@
+"""The live-updates websocket in process: auth, snapshot, updates, coalescing, the relay.
+
+Channels' WebsocketCommunicator drives `config.asgi.application` with the in-memory layer
+(the default setup). The relay runs here as it runs in daphne; a row written without a
+publish stands in for the worker in its own process.
+"""
+
+import asyncio
+
+import pytest
+from asgiref.sync import SyncToAsync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.db.models.functions import Now
+from django.test import Client
+from django.utils import timezone
+
+from config.asgi import application
+from models_app.models import ActiveModel, Operation, StoreScan
+from models_app.services import model_activate
+from models_app.services.events import operation_publish
+from tests.factories import InstallationFactory, ModelFactory, OperationFactory
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+OP_FIELDS = {
+    "id", "model", "model_id", "kind", "state", "bytes_done", "bytes_total", "speed",
+    "eta_seconds", "error_code", "error_message", "cancel_requested", "heartbeat_at",
+    "started_at", "finished_at",
+}  # fmt: skip
+CACHE_FIELDS = {
+    "total_bytes", "managed_bytes", "unmanaged_bytes", "partial_bytes", "free_disk_bytes",
+    "quota_bytes",
+}  # fmt: skip
+MODEL_FIELDS = {"key", "type", "installed", "is_active", "size_on_disk"}
+
+
+@pytest.fixture(autouse=True)
+def close_consumer_thread_connections():
+    """Close the connection of the thread that runs consumers' and tests' ORM calls.
+
+    Channels' communicator turns database_sync_to_async's connection cleanup off while it
+    runs; PostgreSQL would refuse to drop a test database that the idle thread still holds.
+    """
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def in_memory_layer(settings):
+    """A fresh in-memory layer per test (changing the setting drops the cached layer)."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+@pytest.fixture
+def root_cookie(superuser):
+    return session_cookie(superuser)
+
+
+def communicator(cookie: str | None = None, origin: str | None = "http://127.0.0.1:8000"):
+    headers = []
+    if origin:
+        headers.append((b"origin", origin.encode()))
+    if cookie:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    return WebsocketCommunicator(application, "/ws/live/", headers=headers)
+
+
+async def connected(cookie: str) -> tuple[WebsocketCommunicator, dict]:
+    """Connect as a superuser; return the communicator and the snapshot."""
+    ws = communicator(cookie)
+    ok, _ = await ws.connect(timeout=5)
+    assert ok
+    snapshot = await ws.receive_json_from(timeout=5)
+    assert snapshot["type"] == "snapshot"
+    return ws, snapshot
+
+
+async def drain(ws: WebsocketCommunicator, seconds: float) -> list[tuple[float, dict]]:
+    """Collect every message for `seconds`, each with the loop time it arrived.
+
+    Polls with receive_nothing: a receive that times out cancels the application.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    got = []
+    while (left := end - loop.time()) > 0:
+        if await ws.receive_nothing(timeout=min(0.01, left), interval=0.002):
+            continue
+        got.append((loop.time(), await ws.receive_json_from()))
+    return got
+
+
+def running_op(**fields):
+    model = ModelFactory(key=fields.pop("key", "live-model"))
+    now = timezone.now()
+    return OperationFactory(
+        model=model, state="running", started_at=now, heartbeat_at=now, bytes_total=1000,
+        **fields,
+    )  # fmt: skip
+
+
+# --- who may connect -------------------------------------------------------------------
+
+
+async def test_anonymous_is_accepted_then_closed_4401():
+    ws = communicator(cookie=None)
+    ok, _ = await ws.connect()
+    assert ok  # accepted first, so the browser sees the close code
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_non_superuser_is_accepted_then_closed_4403(user):
+    ws = communicator(cookie=await database_sync_to_async(session_cookie)(user))
+    ok, _ = await ws.connect()
+    assert ok
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", None])
+async def test_foreign_or_missing_origin_is_refused_before_the_handshake(root_cookie, origin):
+    ws = communicator(root_cookie, origin=origin)
+    ok, _ = await ws.connect()
+    assert not ok  # daphne answers the handshake with 403
+    await ws.disconnect()
+
+
+async def test_ping_is_answered(root_cookie):
+    ws, _ = await connected(root_cookie)
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from(timeout=2) == {"type": "pong"}
+    await ws.send_to(text_data="not json")  # ignored, not fatal
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from(timeout=2) == {"type": "pong"}
+    await ws.disconnect()
+
+
+# --- what it sends ---------------------------------------------------------------------
+
+
+async def test_snapshot_lists_active_operations_and_cache_figures(root_cookie):
+    queued = await database_sync_to_async(OperationFactory)(model__key="q-model")
+    running = await database_sync_to_async(running_op)(bytes_done=250)
+    await database_sync_to_async(OperationFactory)(model__key="done-model", state="succeeded")
+
+    ws, snapshot = await connected(root_cookie)
+    assert list(snapshot) == ["type", "operations", "cache"]
+    ops = {op["id"]: op for op in snapshot["operations"]}
+    assert set(ops) == {queued.id, running.id}  # not the finished one
+    assert all(set(op) == OP_FIELDS for op in ops.values())
+    assert ops[running.id]["model"] == "live-model"
+    assert ops[running.id]["bytes_done"] == 250 and ops[running.id]["state"] == "running"
+    assert set(snapshot["cache"]) == CACHE_FIELDS
+    assert snapshot["cache"]["free_disk_bytes"] > 0
+    await ws.disconnect()
+
+
+async def test_a_published_update_arrives_with_the_protocol_fields(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    ws, _ = await connected(root_cookie)
+    # Publish a state the row does not hold: only the publish can deliver it.
+    op.bytes_done, op.speed, op.eta_seconds = 400, 100.0, 6
+    await database_sync_to_async(operation_publish)(op)
+    message = await ws.receive_json_from(timeout=2)
+    assert list(message) == ["type", "operation"] and message["type"] == "operation"
+    assert set(message["operation"]) == OP_FIELDS
+    expected = {
+        "id": op.id, "model": "live-model", "model_id": op.model_id, "state": "running",
+        "bytes_done": 400, "bytes_total": 1000, "speed": 100.0, "eta_seconds": 6,
+    }  # fmt: skip
+    assert {k: message["operation"][k] for k in expected} == expected
+    assert await ws.receive_nothing(timeout=0.6)  # once, though the relay runs too
+    await ws.disconnect()
+
+
+async def test_operation_payload_loads_the_model_key_when_not_selected(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    bare = await database_sync_to_async(Operation.objects.get)(pk=op.pk)  # no select_related
+    ws, _ = await connected(root_cookie)
+    bare.bytes_done = 10
+    await database_sync_to_async(operation_publish)(bare)
+    message = await ws.receive_json_from(timeout=2)
+    assert message["operation"]["model"] == "live-model"
+    await ws.disconnect()
+
+
+async def test_rapid_updates_are_coalesced_to_the_newest(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    ws, _ = await connected(root_cookie)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def burst():
+        for i in range(1, 11):
+            op.bytes_done = i * 10
+            operation_publish(op)
+
+    await database_sync_to_async(burst)()
+    assert loop.time() - started < 0.3  # ten updates within 0.3 s
+    got = await drain(ws, 0.8)
+    assert 1 <= len(got) <= 2, [m for _, m in got]
+    assert got[-1][1]["operation"]["bytes_done"] == 100  # the newest values
+    if len(got) == 2:
+        assert got[1][0] - got[0][0] >= 0.24  # held until the 0.25 s were up
+    await ws.disconnect()
+
+
+async def test_an_end_state_goes_at_once_and_drops_the_held_update(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    ws, _ = await connected(root_cookie)
+    loop = asyncio.get_running_loop()
+
+    def updates():
+        op.bytes_done = 100
+        operation_publish(op)  # sent
+        op.bytes_done = 200
+        operation_publish(op)  # held: within 0.25 s
+        op.state, op.bytes_done, op.finished_at = "succeeded", 1000, timezone.now()
+        operation_publish(op)  # an end state: sent now, the held one dropped
+
+    started = loop.time()
+    await database_sync_to_async(updates)()
+    got = await drain(ws, 0.6)
+    states = [(m["operation"]["state"], m["operation"]["bytes_done"]) for _, m in got]
+    assert states == [("running", 100), ("succeeded", 1000)]
+    assert got[1][0] - started < 0.2  # not held back
+    await ws.disconnect()
+
+
+async def test_an_older_state_after_a_newer_one_is_dropped(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    ws, _ = await connected(root_cookie)
+    stale = await database_sync_to_async(Operation.objects.select_related("model").get)(pk=op.pk)
+
+    def newer_then_older():
+        Operation.objects.filter(pk=op.pk).update(bytes_done=500, updated_at=Now())
+        fresh = Operation.objects.select_related("model").get(pk=op.pk)
+        operation_publish(fresh)
+        stale.bytes_done = 300  # the state before, as a slow second source would send it
+        operation_publish(stale)
+
+    await database_sync_to_async(newer_then_older)()
+    got = await drain(ws, 0.8)  # the relay sees the row too: still one message
+    assert [m["operation"]["bytes_done"] for _, m in got] == [500]
+    await ws.disconnect()
+
+
+# --- the relay (default setup: the worker's publishes stay in the worker) -------------------
+
+
+async def test_relay_delivers_a_row_written_elsewhere_once(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    ws, _ = await connected(root_cookie)
+    loop = asyncio.get_running_loop()
+
+    def write_row():  # what the worker does in its own process, minus the publish
+        Operation.objects.filter(pk=op.pk).update(
+            bytes_done=640, heartbeat_at=Now(), updated_at=Now()
+        )
+
+    written = loop.time()
+    await database_sync_to_async(write_row)()
+    message = await ws.receive_json_from(timeout=2)
+    assert loop.time() - written < 1.0
+    assert message["type"] == "operation"
+    assert message["operation"]["id"] == op.id and message["operation"]["bytes_done"] == 640
+    assert await ws.receive_nothing(timeout=1.0)  # exactly once
+    await ws.disconnect()
+
+
+async def test_relay_follows_an_end_state_with_model_and_cache(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    await database_sync_to_async(InstallationFactory)(model=op.model, size_on_disk=4096)
+    ws, _ = await connected(root_cookie)
+
+    def finish_row():  # the worker reconciles the store, then ends the operation
+        StoreScan.objects.create(scanned_at=timezone.now(), managed_bytes=4096)
+        Operation.objects.filter(pk=op.pk).update(
+            state="succeeded", bytes_done=1000, finished_at=Now(), updated_at=Now()
+        )
+
+    await database_sync_to_async(finish_row)()
+    got = [m for _, m in await drain(ws, 1.2)]
+    assert [m["type"] for m in got] == ["operation", "model", "cache"]
+    assert got[0]["operation"]["state"] == "succeeded"
+    assert got[1]["model"] == {
+        "key": "live-model", "type": "embedding", "installed": True, "is_active": False,
+        "size_on_disk": 4096,
+    }  # fmt: skip
+    assert set(got[2]["cache"]) == CACHE_FIELDS and got[2]["cache"]["managed_bytes"] == 4096
+    await ws.disconnect()
+
+
+async def test_relay_stops_with_the_last_client_and_restarts_with_the_next(root_cookie):
+    from models_app import live
+
+    first, _ = await connected(root_cookie)
+    second, _ = await connected(root_cookie)
+    relay = live._relay
+    assert relay is not None and relay.clients == 2
+    await first.disconnect()
+    assert relay.clients == 1 and not relay.task.done()
+    await second.disconnect()
+    await asyncio.sleep(0)
+    assert live._relay is None and relay.task.cancelled()
+
+    op = await database_sync_to_async(running_op)()
+    third, snapshot = await connected(root_cookie)
+    assert [o["id"] for o in snapshot["operations"]] == [op.id]
+    await database_sync_to_async(
+        Operation.objects.filter(pk=op.pk).update
+    )(bytes_done=77, updated_at=Now())  # fmt: skip
+    message = await third.receive_json_from(timeout=2)
+    assert message["operation"]["bytes_done"] == 77
+    await third.disconnect()
+
+
+async def test_no_relay_with_the_redis_layer(settings):
+    from models_app import live
+
+    # With channels-redis the worker's publish reaches every daphne process itself; a
+    # relay as well would deliver each update twice. (Making the layer needs no server.)
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/15"]},
+        }
+    }
+    await live.relay_join()
+    assert live._relay is None
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+async def test_activation_sends_the_old_and_the_new_active_model(root_cookie):
+    def setup():
+        old = InstallationFactory(model__key="old-embed").model
+        new = InstallationFactory(model__key="new-embed").model
+        ActiveModel.objects.create(type="embedding", model=old)
+        return new
+
+    new = await database_sync_to_async(setup)()
+    ws, _ = await connected(root_cookie)
+    await database_sync_to_async(model_activate)(model=new)
+    got = [m for _, m in await drain(ws, 0.6)]
+    assert [m["type"] for m in got] == ["model", "model"]
+    by_key = {m["model"]["key"]: m["model"] for m in got}
+    assert set(by_key["new-embed"]) == MODEL_FIELDS
+    assert by_key["new-embed"]["is_active"] is True and by_key["new-embed"]["installed"]
+    assert by_key["old-embed"]["is_active"] is False
+    await ws.disconnect()
+
+
+async def test_superuser_session_of_a_deleted_user_is_anonymous(root_cookie, superuser):
+    await database_sync_to_async(superuser.delete)()
+    ws = communicator(root_cookie)
+    ok, _ = await ws.connect()
+    assert ok
+    assert (await ws.receive_output(timeout=2))["code"] == 4401
