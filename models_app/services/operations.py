@@ -114,17 +114,20 @@ def download_start(*, model: Model, user=None) -> StartResult:
 def operation_cancel(*, operation: Operation, user=None) -> Operation:
     """Cancel a queued operation now; ask a running one to stop (its worker stops within 1 s)."""
     now = timezone.now()
-    if Operation.objects.filter(pk=operation.pk, state=OperationState.QUEUED).update(
-        state=OperationState.CANCELLED, cancel_requested=True, finished_at=now, updated_at=Now()
-    ):
-        op = Operation.objects.select_related("model").get(pk=operation.pk)
-        event_record(
-            kind=EventKind.CANCELLED,
-            message=f"{op.kind.title()} of {op.model.key} cancelled before it started.",
-            model=op.model,
-            operation=op,
-            actor=user,
+    with transaction.atomic():
+        cancelled = Operation.objects.filter(pk=operation.pk, state=OperationState.QUEUED).update(
+            state=OperationState.CANCELLED, cancel_requested=True, finished_at=now, updated_at=Now()
         )
+        if cancelled:
+            op = Operation.objects.select_related("model").get(pk=operation.pk)
+            event_record(
+                kind=EventKind.CANCELLED,
+                message=f"{op.kind.title()} of {op.model.key} cancelled before it started.",
+                model=op.model,
+                operation=op,
+                actor=user,
+            )
+    if cancelled:
         operation_publish(op)
         return op
     Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).update(
@@ -185,23 +188,24 @@ def operation_retry(*, operation: Operation, user=None) -> Operation:
 def operation_claim(*, operation_id: int) -> Operation | None:
     """Move a queued operation to running for this worker; None if someone else has it."""
     now = timezone.now()
-    claimed = Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED).update(
-        state=OperationState.RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        bytes_done=0,
-        attempts=F("attempts") + 1,
-        updated_at=Now(),
-    )
-    if not claimed:
-        return None
-    op = Operation.objects.select_related("model").get(pk=operation_id)
-    event_record(
-        kind=EventKind.STARTED,
-        message=f"{op.kind.title()} of {op.model.key} started.",
-        model=op.model,
-        operation=op,
-    )
+    with transaction.atomic():
+        claimed = Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED).update(
+            state=OperationState.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            bytes_done=0,
+            attempts=F("attempts") + 1,
+            updated_at=Now(),
+        )
+        if not claimed:
+            return None
+        op = Operation.objects.select_related("model").get(pk=operation_id)
+        event_record(
+            kind=EventKind.STARTED,
+            message=f"{op.kind.title()} of {op.model.key} started.",
+            model=op.model,
+            operation=op,
+        )
     operation_publish(op)
     return op
 
@@ -220,27 +224,31 @@ def operation_finish(
         values |= {"error_code": error.code, "error_message": error.message}
     if state == OperationState.SUCCEEDED:
         values["eta_seconds"] = 0
-    ended = Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).update(**values)
-    if not ended:
-        return False
-    op = Operation.objects.select_related("model").get(pk=operation.pk)
     kind = {
         OperationState.SUCCEEDED: EventKind.COMPLETED,
         OperationState.FAILED: EventKind.FAILED,
         OperationState.CANCELLED: EventKind.CANCELLED,
     }[state]
     verb = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}[state]
-    message = f"{op.kind.title()} of {op.model.key} {verb}"
-    if error is not None:
-        message += f": {error.message}"
-    event_record(
-        kind=kind,
-        message=message + ("" if message.endswith(".") else "."),
-        model=op.model,
-        operation=op,
-        error_code=error.code if error else "",
-        **data,
-    )
+    # The end state and its event commit together: no reader sees one without the other.
+    with transaction.atomic():
+        ended = Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).update(
+            **values
+        )
+        if not ended:
+            return False
+        op = Operation.objects.select_related("model").get(pk=operation.pk)
+        message = f"{op.kind.title()} of {op.model.key} {verb}"
+        if error is not None:
+            message += f": {error.message}"
+        event_record(
+            kind=kind,
+            message=message + ("" if message.endswith(".") else "."),
+            model=op.model,
+            operation=op,
+            error_code=error.code if error else "",
+            **data,
+        )
     operation_publish(op)
     return True
 
@@ -252,20 +260,23 @@ def operations_reap(*, now=None) -> list[int]:
     reaped = []
     stale = Operation.objects.filter(state=OperationState.RUNNING, heartbeat_at__lt=cutoff)
     for op_id in stale.values_list("id", flat=True):
-        # Re-check the condition in the UPDATE: a heartbeat may have arrived since the read.
-        if Operation.objects.filter(
-            pk=op_id, state=OperationState.RUNNING, heartbeat_at__lt=cutoff
-        ).update(
-            state=OperationState.INTERRUPTED,
-            finished_at=now,
-            speed=None,
-            eta_seconds=None,
-            updated_at=Now(),
-            error_message=(
-                "The worker stopped sending heartbeats (it died or lost the database). "
-                "Retry resumes from the partial files."
-            ),
-        ):
+        # The state and its event commit together: no reader sees one without the other.
+        with transaction.atomic():
+            # Re-check the condition in the UPDATE: a heartbeat may have arrived since the read.
+            if not Operation.objects.filter(
+                pk=op_id, state=OperationState.RUNNING, heartbeat_at__lt=cutoff
+            ).update(
+                state=OperationState.INTERRUPTED,
+                finished_at=now,
+                speed=None,
+                eta_seconds=None,
+                updated_at=Now(),
+                error_message=(
+                    "The worker stopped sending heartbeats (it died or lost the database). "
+                    "Retry resumes from the partial files."
+                ),
+            ):
+                continue
             op = Operation.objects.select_related("model").get(pk=op_id)
             event_record(
                 kind=EventKind.INTERRUPTED,
@@ -274,8 +285,8 @@ def operations_reap(*, now=None) -> list[int]:
                 model=op.model,
                 operation=op,
             )
-            operation_publish(op)
-            reaped.append(op_id)
+        operation_publish(op)
+        reaped.append(op_id)
     return reaped
 
 
