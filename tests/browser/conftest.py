@@ -6,7 +6,6 @@ Never `playwright install`: the browser is the system one, found with `command -
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,26 +14,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
 from django.test import Client
 
 from tests.factories import UserFactory
+from tests.processes import child_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -48,22 +34,12 @@ def chromium_path():
 @pytest.fixture
 def live_system(hub, settings, isolated_store, transactional_db):
     """Start `manage.py run` (daphne + one qcluster worker) on the test database."""
-    port = _free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=_database_url(),
-        MODELS_DIR=str(settings.MODELS_DIR),
-        LEGACY_HUB_DIR=str(settings.LEGACY_HUB_DIR),
-        HF_ENDPOINT=hub.url,
-        Q_WORKERS="1",
-        DOWNLOAD_DISK_RESERVE="0",
+    port = free_port()
+    env = child_env(
+        settings,
         DOWNLOAD_RETRY_ATTEMPTS="2",
-        DOWNLOAD_RETRY_BASE_DELAY="0.05",
-        OPERATION_PROGRESS_INTERVAL="0.1",
         ALLOWED_HOSTS="127.0.0.1,localhost",
-        LOG_LEVEL="WARNING",
     )
-    env.pop("REDIS_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "run", "--port", str(port)],
         cwd=ROOT, env=env, start_new_session=True,

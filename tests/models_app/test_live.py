@@ -132,6 +132,23 @@ async def test_foreign_or_missing_origin_is_refused_before_the_handshake(root_co
     await ws.disconnect()
 
 
+async def test_a_start_that_fails_closes_1011_and_leaves_no_client_counted(
+    root_cookie, monkeypatch
+):
+    from models_app import live
+
+    # A database outage at connect cannot be made here on demand: the snapshot read fails.
+    def database_away():
+        raise RuntimeError("database away")
+
+    monkeypatch.setattr(live, "live_snapshot", database_away)
+    ws = communicator(root_cookie)
+    ok, _ = await ws.connect()
+    assert ok
+    assert await ws.receive_output(timeout=3) == {"type": "websocket.close", "code": 1011}
+    assert live._relay is None  # the relay stopped with its only client
+
+
 async def test_ping_is_answered(root_cookie):
     ws, _ = await connected(root_cookie)
     await ws.send_json_to({"type": "ping"})

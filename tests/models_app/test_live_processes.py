@@ -25,7 +25,7 @@ from django.test import Client
 
 from models_app.services import api_token_create
 from tests.factories import ModelFactory, UserFactory
-from tests.models_app.test_worker import database_url
+from tests.processes import child_env, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,31 +124,6 @@ async def collect_until_end(client: WebsocketClient, op_id, timeout: float) -> l
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env(settings, **extra) -> dict:
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url(),
-        MODELS_DIR=str(settings.MODELS_DIR),
-        LEGACY_HUB_DIR=str(settings.LEGACY_HUB_DIR),
-        HF_ENDPOINT=settings.HF_ENDPOINT,
-        Q_WORKERS="1",
-        DOWNLOAD_DISK_RESERVE="0",
-        OPERATION_PROGRESS_INTERVAL="0.1",
-        LOG_LEVEL="WARNING",
-        **extra,
-    )
-    if "REDIS_URL" not in extra:
-        env.pop("REDIS_URL", None)
-    env.pop("HF_TOKEN", None)
-    return env
 
 
 def start(args: list[str], env: dict) -> subprocess.Popen:

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from models_app import services
 from models_app.models import Event, Installation, Operation
 from tests.factories import ModelFactory
+from tests.processes import child_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,27 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZE = 8 * 1024 * 1024
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def start_cluster(settings, **extra) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url(),
-        MODELS_DIR=str(settings.MODELS_DIR),
-        LEGACY_HUB_DIR=str(settings.LEGACY_HUB_DIR),
-        HF_ENDPOINT=settings.HF_ENDPOINT,
-        Q_WORKERS="1",
-        DOWNLOAD_DISK_RESERVE="0",
-        DOWNLOAD_RETRY_BASE_DELAY="0.05",
-        OPERATION_PROGRESS_INTERVAL="0.1",
-        **extra,
-    )
-    env.pop("REDIS_URL", None)
+    env = child_env(settings, **extra)
     # Its own session, so that one killpg reaches the sentinel, pusher, monitor and workers.
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, start_new_session=True,
