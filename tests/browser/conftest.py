@@ -58,9 +58,10 @@ def live_system(hub, settings, isolated_store, transactional_db):
     yield base
     os.killpg(proc.pid, signal.SIGINT)
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.fixture

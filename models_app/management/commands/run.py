@@ -1,3 +1,5 @@
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -33,7 +35,11 @@ class Command(ModelyardCommand):
         }  # fmt: skip
         if not no_worker:
             commands["qcluster"] = [sys.executable, "manage.py", "qcluster"]
-        children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+        # Each child leads its own process group, so that stopping it reaches its whole
+        # tree (qcluster's sentinel, pusher, monitor and workers), not just its first process.
+        children = {
+            name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands.items()
+        }
         self.stdout.write(f"Modelyard on http://{host}:{port}/admin/ (Ctrl-C stops it)")
 
         stopping = False
@@ -53,13 +59,19 @@ class Command(ModelyardCommand):
                     stopping = True
             time.sleep(0.2)
         for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
+            _signal_group(child, signal.SIGINT)
+        # A worker in the middle of a download does not stop gracefully in time; killing it
+        # is safe: the reaper marks its operation interrupted and retry resumes it.
         deadline = time.monotonic() + 15
         for child in children.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+            _signal_group(child, signal.SIGKILL)
         if exit_code:
             sys.exit(exit_code)
+
+
+def _signal_group(child: subprocess.Popen, sig: int) -> None:
+    """Send a signal to a child's whole process group, if any of it is still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, sig)
