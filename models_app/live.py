@@ -26,6 +26,7 @@ from .services.events import (
     cache_payload,
     model_events,
     operation_event,
+    operation_payload,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,13 +42,13 @@ TERMINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 def live_snapshot() -> tuple[dict, list[dict]]:
     """Return the first message of a connection and the operation events it stands for."""
     ops = Operation.objects.select_related("model").filter(state__in=ACTIVE_STATES)
-    events = [operation_event(op) for op in ops.order_by("created_at", "id")]
+    ops = list(ops.order_by("created_at", "id"))
     message = {
         "type": "snapshot",
-        "operations": [e["operation"] for e in events],
+        "operations": [operation_payload(op) for op in ops],
         "cache": cache_payload(),
     }
-    return message, events
+    return message, [operation_event(op) for op in ops]
 
 
 def relay_needed(layer) -> bool:
@@ -62,7 +63,7 @@ def _latest_scan_id() -> int | None:
 class OperationRelay:
     """Poll changed Operation rows and group_send them to this process's consumers.
 
-    Each row state is sent once: `sent` remembers the last payload per operation.
+    Each row state is sent once: `sent` remembers the last event per operation.
     When an operation reaches an end state, its model's state and the cache figures
     follow; the cache figures also follow every new store scan.
     """
@@ -101,7 +102,7 @@ class OperationRelay:
         """Remember the current state as sent: clients get it from their snapshot."""
         self.last_seen = Operation.objects.aggregate(last=Max("updated_at"))["last"]
         for op in self._changed():
-            self.sent[op.id] = operation_event(op)["operation"]
+            self.sent[op.id] = operation_event(op)
         self.scan_id = _latest_scan_id()
 
     def poll(self) -> list[dict]:
@@ -110,10 +111,10 @@ class OperationRelay:
         for op in self._changed():
             event = operation_event(op)
             previous = self.sent.get(op.id)
-            in_window[op.id] = event["operation"]
+            in_window[op.id] = event
             if self.last_seen is None or op.updated_at > self.last_seen:
                 self.last_seen = op.updated_at
-            if previous == event["operation"]:
+            if previous is not None and previous["text"] == event["text"]:
                 continue
             events.append(event)
             if op.state in TERMINAL_STATES and (previous or {}).get("state") != op.state:

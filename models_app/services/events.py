@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from asgiref.sync import async_to_sync
@@ -52,14 +53,19 @@ def operation_payload(op: Operation) -> dict:
 def operation_event(op: Operation) -> dict:
     """Return the channel-layer event for an operation.
 
-    `updated_at` rides beside the payload, not in it: consumers use it to drop a state
-    older than one they already sent (two sources, the relay and a direct publish, can
-    deliver out of order); clients never see it.
+    The client's message travels ready-encoded: the layer copies (in memory) or packs
+    (Redis) each event once per client, and a flat event with one string is the cheap
+    kind; every consumer sends the same text. Beside it, what consumers decide on: the
+    id, the state, and `updated_at`, to drop a state older than one already sent (the
+    relay and a direct publish can both deliver one change, out of order).
     """
+    message = {"type": "operation", "operation": operation_payload(op)}
     return {
         "type": "operation.update",
-        "operation": operation_payload(op),
+        "id": op.id,
+        "state": op.state,
         "updated_at": op.updated_at.isoformat() if op.updated_at else None,
+        "text": json.dumps(message),
     }
 
 

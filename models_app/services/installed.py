@@ -89,7 +89,14 @@ def store_reconcile() -> ReconcileResult:
         for model_id, values in found.items():
             row = existing.pop(model_id, None)
             if row is None:
-                Installation.objects.create(model_id=model_id, reconciled_at=now, **values)
+                # Two operations ending together both reconcile: on PostgreSQL the loser of
+                # that race would hit the unique model_id; update_or_create re-reads instead.
+                installed_at = values.pop("installed_at")
+                Installation.objects.update_or_create(
+                    model_id=model_id,
+                    defaults={**values, "reconciled_at": now},
+                    create_defaults={**values, "reconciled_at": now, "installed_at": installed_at},
+                )
                 result.installed.append(keys[model_id])
             else:
                 values.pop("installed_at")
