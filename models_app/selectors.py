@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
 from django.conf import settings
@@ -97,8 +98,12 @@ def model_list(
     recommended: bool | None = None,
     sort: SortKey = "name",
 ) -> QuerySet[Model]:
-    """Return the filtered, sorted model list."""
-    qs = model_queryset()
+    """Return the filtered, sorted models, without the per-row columns.
+
+    Counting and paging need none of them; `model_page` and `model_objects_page` add
+    them for the rows of one page.
+    """
+    qs = Model.objects.all()
     if type:
         qs = qs.filter(type=type)
     if status == "installed":
@@ -127,26 +132,40 @@ LIST_FIELDS = (
 )  # fmt: skip
 
 
+@cache
+def _page_rows() -> QuerySet[Model]:
+    """Return the annotated values query of list rows, built once per process.
+
+    Resolving the usage subqueries costs more than running them; every page filters
+    a clone of this one (a queryset is never evaluated in place, so it holds no rows).
+    """
+    return Model.objects.annotate(
+        collections_count=collections_count_subquery(),
+        is_active=Exists(ActiveModel.objects.filter(model=OuterRef("pk"))),
+        installed=ExpressionWrapper(Q(installation__id__isnull=False), output_field=BooleanField()),
+        size_on_disk=F("installation__size_on_disk"),
+    ).values("id", *LIST_FIELDS, "collections_count", "is_active", "installed", "size_on_disk")
+
+
+def _page_ids(qs: QuerySet[Model], offset: int, limit: int) -> list[int]:
+    return list(qs.values_list("id", flat=True)[offset : offset + limit])
+
+
 def model_page(qs: QuerySet[Model], *, offset: int, limit: int) -> list[dict]:
-    """Return one page of the list as dicts, in the queryset's order.
+    """Return one page of `model_list` as dicts, in its order.
 
     The page's ids are found first, so the per-row usage and install columns are
     computed for the page only, not for every row the sort has to look at.
     """
-    ids = list(qs.values_list("id", flat=True)[offset : offset + limit])
-    rows = (
-        Model.objects.filter(id__in=ids)
-        .annotate(
-            collections_count=collections_count_subquery(),
-            is_active=Exists(ActiveModel.objects.filter(model=OuterRef("pk"))),
-            installed=ExpressionWrapper(
-                Q(installation__id__isnull=False), output_field=BooleanField()
-            ),
-            size_on_disk=F("installation__size_on_disk"),
-        )
-        .values("id", *LIST_FIELDS, "collections_count", "is_active", "installed", "size_on_disk")
-    )
-    by_id = {row["id"]: row for row in rows}
+    ids = _page_ids(qs, offset, limit)
+    by_id = {row["id"]: row for row in _page_rows().filter(id__in=ids)}
+    return [by_id[i] for i in ids]
+
+
+def model_objects_page(qs: QuerySet[Model], *, offset: int, limit: int) -> list[Model]:
+    """Return one page of `model_list` as `model_queryset` objects, in its order."""
+    ids = _page_ids(qs, offset, limit)
+    by_id = {m.id: m for m in model_queryset().filter(id__in=ids)}
     return [by_id[i] for i in ids]
 
 
@@ -321,6 +340,15 @@ def model_usage(*, model: Model) -> dict:
         "can_delete": in_primary and not blocked,
         "requires_confirmation": bool(warnings),
     }
+
+
+def busy_model_ids(model_ids) -> set[int]:
+    """Return which of these models have a queued or running operation."""
+    return set(
+        Operation.objects.filter(model_id__in=set(model_ids), state__in=ACTIVE_STATES)
+        .values_list("model_id", flat=True)
+        .distinct()
+    )
 
 
 def active_operation_blobs() -> set[str]:

@@ -354,7 +354,7 @@ def _listing(filters: Filters) -> dict:
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(filters.page, pages)
     filters = replace(filters, page=page)
-    models = list(qs[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
+    models = selectors.model_objects_page(qs, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     counts = dict(
         selectors.model_list(status=filters.status, search=filters.q or None)
         .order_by()

@@ -498,12 +498,12 @@ def test_page_query_count_is_independent_of_size(superuser_client, django_assert
     CollectionFactory(embedding_model=models[0])
     CollectionFactory(embedding_model=models[3])
     ActiveModel.objects.create(type="embedding", model=models[0])
-    # session, user, count, rows, collections, operations, tab counts
-    with django_assert_num_queries(7):
+    # session, user, count, page ids, rows, collections, operations, tab counts
+    with django_assert_num_queries(8):
         response = superuser_client.get(PAGE, **HTMX)
     assert response.content.decode().count("<article ") == n
     # ... and the header: latest scan, installed count, unmanaged repos
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(11):
         superuser_client.get(f"{PAGE}?status=installed&q=model")
 
 
