@@ -43,6 +43,8 @@ MODELYARD_ADMIN_EMAIL = env.str("MODELYARD_ADMIN_EMAIL", default="")
 # Where `manage.py run` serves daphne.
 HOST = env.str("HOST", default="127.0.0.1")
 PORT = env.int("PORT", default=8000)
+# daphne processes `manage.py run` starts on that one port: one core each at most.
+WEB_PROCESSES = env.int("WEB_PROCESSES", default=min(4, os.cpu_count() or 1))
 
 INSTALLED_APPS = [
     "daphne",

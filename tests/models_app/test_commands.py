@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,7 @@ def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
         MODELS_DIR=str(tmp_path / "models"),
         LEGACY_HUB_DIR=str(tmp_path / "no-legacy"),
         Q_WORKERS="1",
+        WEB_PROCESSES="2",
     )
     env.pop("REDIS_URL", None)
     manage = [sys.executable, "manage.py"]
@@ -101,14 +103,44 @@ def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
                 time.sleep(0.3)
         children = psutil.Process(proc.pid).children(recursive=True)
         cmdlines = [" ".join(c.cmdline()) for c in children]
-        assert any("daphne" in c for c in cmdlines), cmdlines
+        daphnes = [c for c in children if "daphne" in " ".join(c.cmdline())]
+        assert len(daphnes) == 2, cmdlines
         assert any("qcluster" in c for c in cmdlines), cmdlines
+        # Both serve the one port: each has the listening socket.
+        for daphne in daphnes:
+            listening = [c.laddr.port for c in daphne.net_connections() if c.status == "LISTEN"]
+            assert listening == [port], (daphne.cmdline(), listening)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], [c.cmdline() for c in alive]
         output = proc.stdout.read()
         assert "Registry synced" in output and "Store reconciled" in output
+        assert "2 web processes" in output
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_run_refuses_a_port_in_use(tmp_path):
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'run.sqlite3'}",
+        MODELS_DIR=str(tmp_path / "models"),
+        LEGACY_HUB_DIR=str(tmp_path / "no-legacy"),
+    )
+    env.pop("REDIS_URL", None)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*manage, "run", "--port", str(port)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"ERR_INVALID: Cannot listen on 127.0.0.1:{port}")
+    ), result.stderr
