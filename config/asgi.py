@@ -3,6 +3,10 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# This process serves requests: on PostgreSQL its connections come from a pool
+# (config/settings.py). Set before the settings are read; a test that imports this
+# module has read them already and keeps its own connections.
+os.environ.setdefault("MODELYARD_WEB_PROCESS", "1")
 
 django_asgi_app = get_asgi_application()
 
