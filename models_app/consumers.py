@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from channels.consumer import get_handler_name
@@ -17,9 +18,14 @@ from .services.events import OPERATIONS_GROUP
 
 logger = logging.getLogger(__name__)
 
-# At most 4 operation messages a second per operation.
-# 0.3 s, not 0.25: network jitter must not squeeze five messages into one second.
-MIN_INTERVAL = 0.3
+# At most 4 operation messages a second per operation: never more than MAX_IN_WINDOW in
+# WINDOW seconds, a little over one so that network jitter never shows a client five in a
+# second, and at least MIN_INTERVAL apart so that a burst is coalesced to its newest state.
+# The worker writes progress every 0.3 s (OPERATION_PROGRESS_INTERVAL), under this limit,
+# so a steady download's updates are never held.
+MAX_IN_WINDOW = 4
+WINDOW = 1.05
+MIN_INTERVAL = 0.2
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNAVAILABLE = 1011
@@ -40,7 +46,7 @@ class _OperationStream:
 
     sent: str | None = None
     sent_stamp: datetime | None = None
-    sent_at: float | None = None
+    sent_times: deque = field(default_factory=lambda: deque(maxlen=MAX_IN_WINDOW))
     held: str | None = None
     held_stamp: datetime | None = None
     timer: asyncio.Task | None = None
@@ -50,14 +56,23 @@ class _OperationStream:
             return self.held, self.held_stamp
         return self.sent, self.sent_stamp
 
+    def next_send_at(self) -> float:
+        """Return the loop time from which one more message keeps within the limits."""
+        if not self.sent_times:
+            return float("-inf")
+        due = self.sent_times[-1] + MIN_INTERVAL
+        if len(self.sent_times) == MAX_IN_WINDOW:
+            due = max(due, self.sent_times[0] + WINDOW)
+        return due
+
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     """Send the snapshot, then operation, model and cache updates, coalesced per operation.
 
-    An update arriving within MIN_INTERVAL of the last one sent for its operation is held and
-    sent when that interval is up (a newer one replaces it); an end state goes at once and
-    drops what was held. An update equal to, or older than, what was sent or held is
-    dropped: the relay and a direct publish in this process can both deliver one change.
+    An update that would break the per-operation limits is held and sent as soon as they
+    allow (a newer one replaces it); an end state goes at once and drops what was held.
+    An update equal to, or older than, what was sent or held is dropped: the relay and a
+    direct publish in this process can both deliver one change.
     """
 
     joined = False
@@ -149,15 +164,17 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return  # an older state than one already sent or held
         loop = asyncio.get_running_loop()
         async with self.send_lock:
-            now = loop.time()
-            due = stream.sent_at is None or now - stream.sent_at >= MIN_INTERVAL
-            if due or event["state"] in live.TERMINAL_STATES:
+            due_at = stream.next_send_at()
+            if event["state"] in live.TERMINAL_STATES:
+                # The cache figures follow an end state even when a store scan just
+                # before it sent the same ones: the page refreshes its header on them.
+                self.cache = None
+            if loop.time() >= due_at or event["state"] in live.TERMINAL_STATES:
                 self._drop_held(stream)
                 await self._send_operation(stream, text, stamp)
                 return
             stream.held, stream.held_stamp = text, stamp
             if stream.timer is None:
-                due_at = stream.sent_at + MIN_INTERVAL
                 stream.timer = asyncio.create_task(self._send_held(stream, due_at))
 
     async def model_update(self, event):
@@ -176,12 +193,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def _send_operation(self, stream: _OperationStream, text: str, stamp) -> None:
         """Send one operation message; the caller holds `send_lock`.
 
-        The interval counts from the decision to send, not from when the send returned:
-        updates that arrive on a 0.25 s beat (the relay's) would otherwise each be held a
-        little longer than the one before, and fall ever further behind.
+        The limits count from the decision to send, not from when the send returned:
+        updates that arrive on a steady beat would otherwise each be held a little longer
+        than the one before, and fall ever further behind.
         """
         stream.sent, stream.sent_stamp = text, stamp
-        stream.sent_at = asyncio.get_running_loop().time()
+        stream.sent_times.append(asyncio.get_running_loop().time())
         await self.send(text_data=text)
 
     def _drop_held(self, stream: _OperationStream) -> None:

@@ -19,7 +19,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import connections
 from django.db.models import Max
 
-from .models import ACTIVE_STATES, Operation, StoreScan
+from .models import ACTIVE_STATES, ActiveModel, Installation, Operation, StoreScan
+from .selectors import busy_model_ids
 from .services.events import (
     OPERATIONS_GROUP,
     cache_event,
@@ -31,7 +32,8 @@ from .services.events import (
 
 logger = logging.getLogger(__name__)
 
-RELAY_INTERVAL = 0.25
+# The relay's share of the publish-to-client delay: half of this on average.
+RELAY_INTERVAL = 0.1
 # Rows are re-read this far behind the newest change seen, so that a write committed a
 # little after a later one (statement time versus commit time) is not missed; what was
 # already sent is recognised and skipped.
@@ -60,12 +62,26 @@ def _latest_scan_id() -> int | None:
     return StoreScan.objects.order_by("-scanned_at", "-id").values_list("id", flat=True).first()
 
 
+def _active_models() -> dict[str, int]:
+    return dict(ActiveModel.objects.values_list("type", "model_id"))
+
+
+def _installed() -> dict[int, int]:
+    return dict(Installation.objects.values_list("model_id", "size_on_disk"))
+
+
+def _changed_keys(before: dict, after: dict) -> set:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
 class OperationRelay:
     """Poll changed Operation rows and group_send them to this process's consumers.
 
     Each row state is sent once: `sent` remembers the last event per operation.
     When an operation reaches an end state, its model's state and the cache figures
-    follow; the cache figures also follow every new store scan.
+    follow; the cache figures also follow every new store scan, with the state of every
+    model whose installation changed; a switch of the active model (made by a request
+    to another process) sends both models.
     """
 
     def __init__(self, layer, *, loop, interval: float = RELAY_INTERVAL):
@@ -78,6 +94,8 @@ class OperationRelay:
         self.last_seen = None
         self.sent: dict[int, dict] = {}
         self.scan_id = None
+        self.active: dict[str, int] = {}
+        self.installed: dict[int, int] = {}
         # One thread of its own: polls neither queue behind nor hold up the threads that
         # serve requests and consumers, and stopping closes exactly its connection.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
@@ -104,6 +122,8 @@ class OperationRelay:
         for op in self._changed():
             self.sent[op.id] = operation_event(op)
         self.scan_id = _latest_scan_id()
+        self.active = _active_models()
+        self.installed = _installed()
 
     def poll(self) -> list[dict]:
         """Return the events for what changed since the last poll."""
@@ -121,11 +141,28 @@ class OperationRelay:
                 ended.append(op.model_id)
         # A row that left the window is never read again unless it changes.
         self.sent = in_window
+        changed_models = set(ended)
+        active = _active_models()
+        if active != self.active:
+            changed_models |= {
+                model_id
+                for type_ in _changed_keys(self.active, active)
+                for model_id in (self.active.get(type_), active.get(type_))
+                if model_id is not None
+            }
+            self.active = active
         scan_id = _latest_scan_id()
         rescanned = scan_id != self.scan_id
-        self.scan_id = scan_id
-        if ended:
-            events.extend(model_events(model_ids=ended))
+        if rescanned:
+            # Reconcile writes a scan after every change to installed state.
+            self.scan_id = scan_id
+            installed = _installed()
+            # A model whose operation runs gets its state after the operation's end state.
+            changed = _changed_keys(self.installed, installed)
+            changed_models |= changed - busy_model_ids(changed)
+            self.installed = installed
+        if changed_models:
+            events.extend(model_events(model_ids=changed_models))
         if ended or rescanned:
             events.append(cache_event())
         return events

@@ -104,7 +104,7 @@ def delete_execute(op: Operation) -> dict:
             partial_bytes=removal.partial_bytes,
             **resets,
         )
-    store_reconcile()
+    store_reconcile(publish=False)  # the operation's outcome is published when it ends
     return {"bytes_freed": removal.bytes_freed, "partial_bytes": removal.partial_bytes, **resets}
 
 

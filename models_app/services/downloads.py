@@ -231,7 +231,7 @@ def download_execute(op: Operation) -> dict:
     for f in plan.files:
         store.link_snapshot(root, model.repo_id, plan.commit_hash, f.path, f.blob_id)
     store.write_ref(root, model.repo_id, model.revision, plan.commit_hash)
-    store_reconcile()
+    store_reconcile(publish=False)  # the operation's outcome is published when it ends
     Installation.objects.filter(model=model).update(verified_at=timezone.now())
     elapsed = time.monotonic() - started
     return {

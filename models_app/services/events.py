@@ -135,6 +135,14 @@ def model_publish(*, model_ids) -> None:
         logger.warning("could not publish models %s", list(model_ids), exc_info=True)
 
 
+def store_change_publish(*, model_ids) -> None:
+    """Publish the state of models a reconcile changed, and the new cache figures."""
+    try:
+        _group_send([*model_events(model_ids=model_ids), cache_event()])
+    except Exception:
+        logger.warning("could not publish the store change", exc_info=True)
+
+
 def operation_outcome_publish(op: Operation) -> None:
     """Publish what an ended operation changed: its model's state and the cache figures."""
     try:

@@ -46,7 +46,7 @@ def operation_run(*, operation_id: int) -> str:
         operation_outcome_publish(op)
         return OperationState.SUCCEEDED
     try:
-        store_reconcile()  # partial files changed: keep the cache figures true
+        store_reconcile(publish=False)  # partial files changed: keep the cache figures true
     except Exception:
         logger.exception("reconcile after operation %s failed", op.pk)
     operation_outcome_publish(op)  # after the reconcile, so the cache figures are current

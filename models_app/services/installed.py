@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from .. import store
 from ..models import EventKind, Installation, Model, StoreLocation, StoreScan, UnmanagedRepo
-from .events import event_record
+from ..selectors import busy_model_ids
+from .events import event_record, store_change_publish
 
 
 @dataclass
@@ -39,10 +40,12 @@ def _scan_locations() -> list[tuple[str, Path]]:
     return locations
 
 
-def store_reconcile() -> ReconcileResult:
+def store_reconcile(*, publish: bool = True) -> ReconcileResult:
     """Bring Installation, UnmanagedRepo and the cache figures in line with the store on disk.
 
-    The primary store wins over the legacy cache when both hold an entry.
+    The primary store wins over the legacy cache when both hold an entry. Then publish
+    the state of the models it changed and the cache figures, unless `publish` is False:
+    an operation publishes its outcome after its end state instead.
     """
     started = time.monotonic()
     now = timezone.now()
@@ -86,6 +89,12 @@ def store_reconcile() -> ReconcileResult:
     with transaction.atomic():
         existing = {i.model_id: i for i in Installation.objects.select_for_update()}
         keys = {m.id: m.key for m in models}
+        changed = set(existing) ^ set(found)
+        changed |= {
+            model_id
+            for model_id, row in existing.items()
+            if model_id in found and row.size_on_disk != found[model_id]["size_on_disk"]
+        }
         for model_id, values in found.items():
             row = existing.pop(model_id, None)
             if row is None:
@@ -149,4 +158,9 @@ def store_reconcile() -> ReconcileResult:
                 installed=result.installed,
                 uninstalled=result.uninstalled,
             )
+        if publish:
+            # A model whose operation runs gets its new state after that operation's end
+            # state (operation_outcome_publish); the others now.
+            quiet = changed - busy_model_ids(changed)
+            transaction.on_commit(lambda: store_change_publish(model_ids=quiet))
     return result

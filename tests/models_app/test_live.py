@@ -6,6 +6,8 @@ publish stands in for the worker in its own process.
 """
 
 import asyncio
+import itertools
+import time
 
 import pytest
 from asgiref.sync import SyncToAsync
@@ -17,6 +19,7 @@ from django.test import Client
 from django.utils import timezone
 
 from config.asgi import application
+from models_app.consumers import MAX_IN_WINDOW, MIN_INTERVAL, WINDOW
 from models_app.models import ActiveModel, Operation, StoreScan
 from models_app.services import model_activate
 from models_app.services.events import operation_publish
@@ -225,7 +228,7 @@ async def test_rapid_updates_are_coalesced_to_the_newest(root_cookie):
     assert 1 <= len(got) <= 2, [m for _, m in got]
     assert got[-1][1]["operation"]["bytes_done"] == 100  # the newest values
     if len(got) == 2:
-        assert got[1][0] - got[0][0] >= 0.24  # held until the 0.25 s were up
+        assert got[1][0] - got[0][0] >= MIN_INTERVAL - 0.01  # held until the interval was up
     await ws.disconnect()
 
 
@@ -238,7 +241,7 @@ async def test_an_end_state_goes_at_once_and_drops_the_held_update(root_cookie):
         op.bytes_done = 100
         operation_publish(op)  # sent
         op.bytes_done = 200
-        operation_publish(op)  # held: within 0.25 s
+        operation_publish(op)  # held: within MIN_INTERVAL
         op.state, op.bytes_done, op.finished_at = "succeeded", 1000, timezone.now()
         operation_publish(op)  # an end state: sent now, the held one dropped
 
@@ -346,7 +349,7 @@ async def test_no_relay_with_the_redis_layer(settings):
     # relay as well would deliver each update twice. (Making the layer needs no server.)
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": ["redis://127.0.0.1:6379/15"]},
         }
     }
@@ -382,3 +385,87 @@ async def test_superuser_session_of_a_deleted_user_is_anonymous(root_cookie, sup
     ok, _ = await ws.connect()
     assert ok
     assert (await ws.receive_output(timeout=2))["code"] == 4401
+
+
+async def test_steady_updates_faster_than_four_a_second_keep_within_the_window(root_cookie):
+    op = await database_sync_to_async(running_op)()
+    ws, _ = await connected(root_cookie)
+
+    def steady():
+        # Every 0.21 s: over MIN_INTERVAL apart, but more than four a second.
+        for i in range(1, 13):
+            op.bytes_done = i * 10
+            operation_publish(op)
+            time.sleep(0.21)
+
+    sender = asyncio.ensure_future(database_sync_to_async(steady)())
+    got = await drain(ws, 3.3)
+    await sender
+    times = [at for at, _ in got]
+    assert max(sum(1 for u in times if t <= u < t + WINDOW - 0.01) for t in times) <= MAX_IN_WINDOW
+    assert all(b - a >= MIN_INTERVAL - 0.01 for a, b in itertools.pairwise(times))
+    assert got[-1][1]["operation"]["bytes_done"] == 120  # the newest state arrives
+    await ws.disconnect()
+
+
+async def test_relay_sends_an_activation_made_in_another_process(root_cookie):
+    def setup():
+        old = InstallationFactory(model__key="old-embed").model
+        new = InstallationFactory(model__key="new-embed").model
+        ActiveModel.objects.create(type="embedding", model=old)
+        return new
+
+    new = await database_sync_to_async(setup)()
+    ws, _ = await connected(root_cookie)
+
+    def switch_row():  # what a request served by another daphne process writes
+        ActiveModel.objects.filter(type="embedding").update(model=new)
+
+    await database_sync_to_async(switch_row)()
+    got = [m for _, m in await drain(ws, 0.8)]
+    assert sorted((m["model"]["key"], m["model"]["is_active"]) for m in got) == [
+        ("new-embed", True),
+        ("old-embed", False),
+    ]
+    await ws.disconnect()
+
+
+async def test_relay_sends_installed_state_changed_by_a_reconcile(root_cookie):
+    model = await database_sync_to_async(ModelFactory)(key="found-embed")
+    ws, _ = await connected(root_cookie)
+
+    def reconcile_rows():  # a reconcile in another process found the model on disk
+        InstallationFactory(model=model, size_on_disk=2048)
+        StoreScan.objects.create(scanned_at=timezone.now(), managed_bytes=2048)
+
+    await database_sync_to_async(reconcile_rows)()
+    got = [m for _, m in await drain(ws, 0.8)]
+    assert [m["type"] for m in got] == ["model", "cache"]
+    assert got[0]["model"]["key"] == "found-embed" and got[0]["model"]["installed"] is True
+    assert got[0]["model"]["size_on_disk"] == 2048
+    await ws.disconnect()
+
+
+async def test_a_reconcile_publishes_the_models_it_changed_and_the_cache(
+    root_cookie, isolated_store
+):
+    from models_app.services import store_reconcile
+    from tests.hub_cache import write_snapshot
+
+    def setup():
+        found = ModelFactory(key="found-embed", repo_id="acme/found", allow_patterns=["*"])
+        busy = ModelFactory(key="busy-embed", repo_id="acme/busy", allow_patterns=["*"])
+        OperationFactory(model=busy, state="running")
+        for repo in ("acme/found", "acme/busy"):
+            write_snapshot(isolated_store, repo, "c" * 40, {"model.safetensors": b"w" * 64})
+
+    await database_sync_to_async(setup)()
+    ws, _ = await connected(root_cookie)
+    result = await database_sync_to_async(store_reconcile)()
+    assert sorted(result.installed) == ["busy-embed", "found-embed"]
+    got = [m for _, m in await drain(ws, 0.8)]
+    # The busy model's new state waits for its operation's end state; the relay, which
+    # sees the scan as well, sends nothing more.
+    assert [m["type"] for m in got] == ["model", "cache"], got
+    assert got[0]["model"]["key"] == "found-embed" and got[0]["model"]["installed"] is True
+    await ws.disconnect()
