@@ -8,6 +8,7 @@ from typing import Literal
 from django.conf import settings
 from django.db.models import (
     BooleanField,
+    Case,
     Exists,
     ExpressionWrapper,
     F,
@@ -18,8 +19,10 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
+    When,
+    Window,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, RowNumber
 
 from . import store
 from .errors import NotFound
@@ -366,3 +369,47 @@ def unmanaged_get(*, repo_pk: int) -> UnmanagedRepo:
         return UnmanagedRepo.objects.get(pk=repo_pk)
     except UnmanagedRepo.DoesNotExist:
         raise NotFound(f"No unmanaged repo #{repo_pk}.", details={"repo": repo_pk}) from None
+
+
+def collection_names_by_model(*, model_ids: list[int]) -> dict[int, list[str]]:
+    """Return the names of the collections using each model, by model id, in one query."""
+    from collections_app.models import Collection
+
+    names: dict[int, list[str]] = {}
+    if not model_ids:
+        return names
+    rows = (
+        Collection.objects.filter(
+            Q(embedding_model_id__in=model_ids)
+            | Q(reranker_model_id__in=model_ids)
+            | Q(splade_model_id__in=model_ids)
+        )
+        .order_by("name")
+        .values_list("name", "embedding_model_id", "reranker_model_id", "splade_model_id")
+    )
+    wanted = set(model_ids)
+    for name, *used in rows:
+        for model_id in {m for m in used if m in wanted}:
+            names.setdefault(model_id, []).append(name)
+    return names
+
+
+def current_operations_by_model(*, model_ids: list[int]) -> dict[int, Operation]:
+    """Return each model's active operation, else its latest one, by model id, in one query."""
+    if not model_ids:
+        return {}
+    active_first = Case(
+        When(state__in=ACTIVE_STATES, then=Value(0)), default=Value(1), output_field=IntegerField()
+    )
+    ranked = (
+        Operation.objects.filter(model_id__in=model_ids)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("model_id")],
+                order_by=[active_first.asc(), F("created_at").desc(), F("id").desc()],
+            )
+        )
+        .filter(rank=1)
+    )
+    return {op.model_id: op for op in ranked}

@@ -17,12 +17,9 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Count, F, IntegerField, Q, Value, When
-from django.db.models.expressions import Window
-from django.db.models.functions import RowNumber
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -36,8 +33,9 @@ from django_htmx.http import (
 )
 
 from . import selectors, services
+from .cards import Card, build_cards, model_page_href
 from .errors import ConfirmRequired, ModelyardError, NotFound
-from .models import ACTIVE_STATES, Model, Operation, OperationKind, OperationState
+from .models import Model, OperationState
 
 TYPE_TABS = (
     ("embedding", "Embedding"),
@@ -57,7 +55,6 @@ SEARCH_MAX = 200
 # Our error responses carry this header; live.js swaps them although their status is 4xx,
 # and only them: a 403 from the CSRF check must not land inside a card.
 ERROR_HEADER = "X-Modelyard-Error"
-UNSUCCESSFUL = (OperationState.FAILED, OperationState.CANCELLED, OperationState.INTERRUPTED)
 
 
 # --- access and request parsing ---------------------------------------------------------
@@ -136,207 +133,6 @@ class Filters:
 
 def _confirmed(request: HttpRequest) -> bool:
     return request.POST.get("confirm", "").lower() in ("true", "1", "yes", "on")
-
-
-# --- what a card shows ------------------------------------------------------------------
-
-
-@dataclass
-class Card:
-    """One model as the page shows it; built for a whole page in a constant number of queries."""
-
-    model: Model
-    collections: list[str]
-    operation: Operation | None  # the active one (queued or running)
-    failure: Operation | None  # the latest one, when it ended unsuccessfully and still matters
-    latest: Operation | None  # the active one, else the latest one
-    error: ModelyardError | None = None  # the error of the request that rendered the card
-
-    @property
-    def installation(self):
-        return getattr(self.model, "installation", None)
-
-    @property
-    def installed(self) -> bool:
-        return self.installation is not None
-
-    @property
-    def deletable(self) -> bool:
-        return self.installed and self.installation.location == "primary"
-
-    @property
-    def memory(self) -> list[dict]:
-        return [
-            {**row, "display": filesizeformat(row["bytes"])}
-            for row in selectors.memory_table(self.model)
-        ]
-
-    @property
-    def size_display(self) -> str:
-        if self.installed:
-            return f"{filesizeformat(self.installation.size_on_disk)} on disk"
-        if self.model.download_size:
-            return f"{filesizeformat(self.model.download_size)} download"
-        return "Download size unknown"
-
-    @property
-    def parameters_display(self) -> str:
-        return _count(self.model.parameter_count)
-
-    @property
-    def status(self) -> str:
-        op = self.operation
-        if op is not None:
-            if op.cancel_requested:
-                return "Cancelling…"
-            if op.state == OperationState.QUEUED:
-                return f"{op.get_kind_display()} queued"
-            return {"download": "Downloading", "delete": "Deleting"}.get(
-                op.kind, f"{op.get_kind_display()} running"
-            )
-        if self.installed:
-            return "Installed" if self.deletable else "Installed (legacy cache, read-only)"
-        return "Available"
-
-    @property
-    def progress(self) -> dict | None:
-        op = self.operation
-        if op is None:
-            return None
-        return progress_figures(op)
-
-    @property
-    def failure_title(self) -> str:
-        op = self.failure
-        return f"{op.get_kind_display()} {op.get_state_display().lower()}" if op else ""
-
-    @property
-    def failure_code(self) -> str:
-        op = self.failure
-        if op is None:
-            return ""
-        return op.error_code or ("ERR_CANCELLED" if op.state == OperationState.CANCELLED else "")
-
-    @property
-    def failure_message(self) -> str:
-        op = self.failure
-        if op is None:
-            return ""
-        if op.error_message:
-            return op.error_message
-        if op.kind == OperationKind.DOWNLOAD:
-            return "The partial files stay; Retry resumes from them."
-        return ""
-
-    @property
-    def last_state(self) -> str:
-        return self.latest.state if self.latest is not None else ""
-
-    @property
-    def page_href(self) -> str:
-        return model_page_href(self.model)
-
-
-def progress_figures(op: Operation) -> dict:
-    """Return the progress texts of an operation; live.js formats the same way."""
-    total = op.bytes_total or 0
-    percent = min(100, 100 * op.bytes_done // total) if total else None
-    done = filesizeformat(op.bytes_done)
-    return {
-        "percent": percent,
-        "bytes": f"{done} of {filesizeformat(total)}" if total else (done if op.bytes_done else ""),
-        "speed": f"{filesizeformat(op.speed)}/s" if op.speed else "",
-        "eta": f"{_duration(op.eta_seconds)} left" if op.eta_seconds else "",
-    }
-
-
-def _duration(seconds: int) -> str:
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _count(n: int | None) -> str:
-    if not n:
-        return ""
-    for size, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "K")):
-        if n >= size:
-            return f"{n / size:.1f}".removesuffix(".0") + suffix
-    return str(n)
-
-
-def model_page_href(model: Model) -> str:
-    return f"{reverse('models:page')}?type={model.type}#model-{model.key}"
-
-
-# These two reads feed every card of a page in one query each. They belong beside
-# model_page in selectors.py; they live here until that module is free to change.
-def _collection_names(model_ids: list[int]) -> dict[int, list[str]]:
-    """Return the names of the collections using each model, by model id, in one query."""
-    from collections_app.models import Collection
-
-    names: dict[int, list[str]] = {}
-    if not model_ids:
-        return names
-    rows = (
-        Collection.objects.filter(
-            Q(embedding_model_id__in=model_ids)
-            | Q(reranker_model_id__in=model_ids)
-            | Q(splade_model_id__in=model_ids)
-        )
-        .order_by("name")
-        .values_list("name", "embedding_model_id", "reranker_model_id", "splade_model_id")
-    )
-    wanted = set(model_ids)
-    for name, *used in rows:
-        for model_id in {m for m in used if m in wanted}:
-            names.setdefault(model_id, []).append(name)
-    return names
-
-
-def _current_operations(model_ids: list[int]) -> dict[int, Operation]:
-    """Return each model's active operation, else its latest one, in one query."""
-    if not model_ids:
-        return {}
-    active_first = Case(
-        When(state__in=ACTIVE_STATES, then=Value(0)), default=Value(1), output_field=IntegerField()
-    )
-    ranked = (
-        Operation.objects.filter(model_id__in=model_ids)
-        .annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("model_id")],
-                order_by=[active_first.asc(), F("created_at").desc(), F("id").desc()],
-            )
-        )
-        .filter(rank=1)
-    )
-    return {op.model_id: op for op in ranked}
-
-
-def build_cards(models: list[Model]) -> list[Card]:
-    """Return the cards of these models (annotated by selectors.model_queryset)."""
-    ids = [m.id for m in models]
-    names = _collection_names(ids)
-    operations = _current_operations(ids)
-    cards = []
-    for model in models:
-        op = operations.get(model.id)
-        installed = hasattr(model, "installation")
-        active = op if op is not None and op.is_active else None
-        failure = None
-        if op is not None and op.state in UNSUCCESSFUL:
-            # A failed download matters while the model is missing, a failed delete
-            # while it is still there.
-            relevant = installed if op.kind == OperationKind.DELETE else not installed
-            failure = op if relevant else None
-        cards.append(Card(model, names.get(model.id, []), active, failure, op))
-    return cards
 
 
 def _card(key: str) -> Card:
