@@ -453,7 +453,7 @@ async def test_a_reconcile_publishes_the_models_it_changed_and_the_cache(
     from tests.hub_cache import write_snapshot
 
     def setup():
-        found = ModelFactory(key="found-embed", repo_id="acme/found", allow_patterns=["*"])
+        ModelFactory(key="found-embed", repo_id="acme/found", allow_patterns=["*"])
         busy = ModelFactory(key="busy-embed", repo_id="acme/busy", allow_patterns=["*"])
         OperationFactory(model=busy, state="running")
         for repo in ("acme/found", "acme/busy"):
