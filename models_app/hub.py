@@ -1,7 +1,7 @@
 """The Hugging Face Hub (or a mirror) through huggingface_hub: plans, URLs, headers, errors.
 
 Metadata, URLs, auth headers and the HTTP client are the library's; only the byte
-transfer (fetch.py) is ours. Nothing above this module knows HTTP.
+transfer (the fetch package) is ours. Nothing above this module knows HTTP.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run a download operation: plan, disk preflight, verified transfer, snapshot, reconcile.
 
-The byte transfer is fetch.py's; this module orchestrates files in parallel and is the
+The byte transfer is the fetch package's; this module orchestrates files in parallel and is the
 only writer of the operation row while it runs (fetch threads never touch the database).
 """
 

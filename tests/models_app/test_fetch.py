@@ -17,7 +17,6 @@ import httpx2
 import pytest
 from huggingface_hub.utils import build_hf_headers, get_session
 
-from models_app import fetch as fetch_module
 from models_app.errors import (
     AuthError,
     Cancelled,
@@ -29,6 +28,8 @@ from models_app.errors import (
     UpstreamError,
 )
 from models_app.fetch import BlobSpec, RetryPolicy, fetch_blob
+from models_app.fetch import http as fetch_http
+from models_app.fetch import transfer as fetch_transfer
 from tests.hub_server import HubServer, make_repo, sha256_file
 
 REPO = "acme/blobs"
@@ -419,7 +420,7 @@ def test_full_disk_seen_at_fsync_keeps_the_partial(hub, blob, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fetch_module.os, "fsync", full)
+    monkeypatch.setattr(fetch_transfer.os, "fsync", full)
     b = blob("mini.bin")
     with pytest.raises(DiskSpace):
         b.fetch()
@@ -455,13 +456,13 @@ def test_plain_httpx_client_works_too(hub, blob):
 def spy_direct_reads(monkeypatch) -> list[int]:
     """Record the offset at which each direct socket read starts."""
     calls: list[int] = []
-    original = fetch_module._BlobFetch._pump_socket
+    original = fetch_transfer._BlobFetch._pump_socket
 
     def spy(self, sock, sink):
         calls.append(sink.written)
         return original(self, sock, sink)
 
-    monkeypatch.setattr(fetch_module._BlobFetch, "_pump_socket", spy)
+    monkeypatch.setattr(fetch_transfer._BlobFetch, "_pump_socket", spy)
     return calls
 
 
@@ -529,9 +530,9 @@ def test_compressed_body_is_decoded(tmp_path):
 def test_retry_after_may_be_a_date():
     later = time.time() + 20
     header = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(later))
-    assert fetch_module._retry_after(header, 30.0) == pytest.approx(20, abs=1.5)
-    assert fetch_module._retry_after(header, 5.0) == 5.0
-    assert fetch_module._retry_after("soon", 5.0) is None
+    assert fetch_http._retry_after(header, 30.0) == pytest.approx(20, abs=1.5)
+    assert fetch_http._retry_after(header, 5.0) == 5.0
+    assert fetch_http._retry_after("soon", 5.0) is None
 
 
 # ---------------------------------------------------------------------- TLS, as on the real Hub

@@ -1,33 +1,17 @@
-"""Transfer the bytes of one blob: resumable across processes, retried, verified, cancellable.
-
-huggingface_hub 2.4 does not resume across processes, does not retry a reset or a 5xx in the
-middle of a body and never hashes what it downloads, so the byte transfer is ours; the URLs,
-auth headers, HTTP client and cache layout stay the library's. Nothing here knows Django:
-every knob is an argument.
-
-The partial file has a stable name chosen by the caller, so any later process resumes it; a
-sidecar next to it (`<partial>.json`) keeps the validator (ETag or Last-Modified) that guards
-the resume with `If-Range`. The blob becomes `final` only after its size and hashes matched.
-"""
+"""The retry loop around one blob, and one try: request, receive, verify."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
-import queue
-import random
 import socket
-import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -43,68 +27,29 @@ from models_app.errors import (
     UpstreamError,
 )
 
-__all__ = ["BlobSpec", "RetryPolicy", "fetch_blob"]
+from .http import (
+    _backoff,
+    _content_range,
+    _describe,
+    _int_or_none,
+    _plain_socket,
+    _retry_after,
+    _validator,
+)
+from .sink import _BUFFER_SIZE, _Digests, _fsync_directory, _Sink
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    # Annotations only: at run time the import would be circular (blob -> transfer).
+    from .blob import BlobSpec, RetryPolicy
 
-# Big bodies are read straight from the socket into these buffers (see _BlobFetch._pump_socket):
-# one read, one write and one hash update per buffer instead of per 64 KiB parsed by h11.
-_BUFFER_SIZE = 1 << 20
-_BUFFERS = 4  # in flight between the reader and the hasher: the memory bound
-_QUEUE_DEPTH = 16
+# The package's logger, as before the split: log lines keep the name models_app.fetch.
+logger = logging.getLogger(__package__)
+
 _DIRECT_READ_MIN = 4 << 20  # smaller bodies go through httpx and keep the pooled connection
-# Start write-back this often, so the final fsync has little left to do.
-_FLUSH_EVERY = 16 << 20
 # The longest a cancel waits while sleeping or while the socket is quiet.
 _TICK = 0.1
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-_fdatasync = getattr(os, "fdatasync", os.fsync)
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines otherwise
-
-
-@dataclass(frozen=True)
-class BlobSpec:
-    url: str  # the resolve URL at a pinned commit (immutable content)
-    path: str  # the file's path in the repo, for messages
-    size: int  # expected size in bytes
-    sha256: str | None  # expected sha256 hex: the LFS oid; None for non-LFS files
-    git_oid: str | None  # expected git blob sha1 for non-LFS files ("blob <size>\0" + content)
-    pinned_sha256: str | None = None  # the registry's pinned sha256, checked in addition when set
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5  # tries per blob for transient faults (first try included)
-    base_delay: float = 1.0  # exponential backoff: base * 2**(n-1), capped, with jitter
-    max_delay: float = 30.0
-    jitter: float = 0.25  # +- fraction of the delay
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-
-
-def fetch_blob(
-    *,
-    session: httpx2.Client,
-    spec: BlobSpec,
-    partial: Path,
-    final: Path,
-    headers: dict[str, str],
-    policy: RetryPolicy,
-    on_progress: Callable[[int], None],
-    cancel: threading.Event,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Download spec into `final`, resuming from `partial`; return the bytes received over the wire.
-
-    Raise NetworkError, TimedOut or UpstreamError once `policy.attempts` tries failed, AuthError,
-    NotFound or DiskSpace at once, ChecksumError when a second download from zero is still wrong,
-    and Cancelled soon after `cancel` is set. The partial is kept for a later resume unless its
-    content was proven wrong.
-    """
-    if final.exists():
-        return 0
-    fetch = _BlobFetch(session, spec, partial, final, headers, policy, on_progress, cancel, sleep)
-    return fetch.run()
 
 
 class _Retry(Exception):
@@ -121,113 +66,6 @@ class _Restart(Exception):
 
 class _Mismatch(Exception):
     """What arrived is not the blob: download it once more from zero, then give up."""
-
-
-class _Digests:
-    """The hashes of a prefix of the blob."""
-
-    def __init__(self, spec: BlobSpec):
-        self.sha256 = hashlib.sha256()
-        self.git = hashlib.sha1(b"blob %d\0" % spec.size) if spec.git_oid else None
-        self.length = 0
-
-    def update(self, data: bytes | memoryview) -> None:
-        self.sha256.update(data)
-        if self.git is not None:
-            self.git.update(data)
-        self.length += len(data)
-
-
-class _Sink:
-    """Append to the partial file; hash in a second thread and start write-back in a third.
-
-    hashlib and fdatasync release the GIL, so reading the socket, hashing and flushing overlap.
-    Call `close()` before closing `fd`; afterwards the digests cover every byte written.
-    """
-
-    def __init__(self, fd: int, digests: _Digests):
-        self.fd = fd
-        self.written = digests.length
-        self.error: BaseException | None = None
-        self._todo: queue.Queue[tuple[memoryview | bytes, bytearray | None] | None] = queue.Queue(
-            maxsize=_QUEUE_DEPTH
-        )
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._allocated = 0
-        self._hasher = threading.Thread(target=self._hash, args=(digests,), daemon=True)
-        self._hasher.start()
-        self._flusher: threading.Thread | None = None
-        self._flush_wanted = threading.Event()
-        self._flush_mark = self.written
-        self._closing = False
-
-    def buffer(self) -> bytearray:
-        """Return a free buffer, waiting for the hasher when all are in flight."""
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            if self._allocated < _BUFFERS:
-                self._allocated += 1
-                return bytearray(_BUFFER_SIZE)
-        return self._free.get()
-
-    def give_back(self, buf: bytearray) -> None:
-        self._free.put(buf)
-
-    def commit(self, buf: bytearray, n: int) -> None:
-        """Write the first n bytes of a buffer from `buffer()`, which returns to the pool."""
-        self._write(memoryview(buf)[:n], buf)
-
-    def write(self, data: bytes) -> None:
-        self._write(data, None)
-
-    def _write(self, data: memoryview | bytes, buf: bytearray | None) -> None:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            done += os.write(self.fd, view[done:])
-        self.written += len(view)
-        self._todo.put((data, buf))
-        if self.written - self._flush_mark >= _FLUSH_EVERY:
-            self._flush_mark = self.written
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush, daemon=True)
-                self._flusher.start()
-            self._flush_wanted.set()
-        if self.error is not None:
-            raise self.error
-
-    def close(self) -> None:
-        """Wait for the hasher and the flusher; never raise (see `error`)."""
-        self._todo.put(None)
-        self._hasher.join()
-        if self._flusher is not None:
-            self._closing = True
-            self._flush_wanted.set()
-            self._flusher.join()
-
-    def _hash(self, digests: _Digests) -> None:
-        while (item := self._todo.get()) is not None:
-            data, buf = item
-            if self.error is None:
-                try:
-                    digests.update(data)
-                except BaseException as exc:  # keep draining, or the reader would wait forever
-                    self.error = exc
-            if buf is not None:
-                self._free.put(buf)
-
-    def _flush(self) -> None:
-        while True:
-            self._flush_wanted.wait()
-            self._flush_wanted.clear()
-            if self._closing:
-                return
-            try:
-                _fdatasync(self.fd)
-            except OSError as exc:  # ENOSPC may only show here, on some filesystems
-                self.error = self.error or exc
-                return
 
 
 @dataclass
@@ -536,79 +374,3 @@ class _BlobFetch:
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.sidecar)
-
-
-def _plain_socket(response: httpx2.Response) -> socket.socket | None:
-    """Return the socket under an HTTP/1.1 response whose body can be read from it directly."""
-    if response.http_version != "HTTP/1.1" or "Transfer-Encoding" in response.headers:
-        return None
-    get_extra_info = getattr(response.extensions.get("network_stream"), "get_extra_info", None)
-    if get_extra_info is None:
-        return None
-    sock = get_extra_info("socket")
-    if not isinstance(sock, socket.socket):
-        return None
-    if get_extra_info("ssl_object") is not None and not isinstance(sock, ssl.SSLSocket):
-        return None  # TLS inside a proxy tunnel: the socket carries the outer layer
-    return sock
-
-
-def _validator(headers: httpx2.Headers) -> str | None:
-    """Return a strong validator for If-Range: the ETag, else Last-Modified."""
-    etag = headers.get("ETag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return headers.get("Last-Modified")
-
-
-def _content_range(value: str) -> tuple[int | None, int | None]:
-    """Parse `bytes START-END/TOTAL` into (START, TOTAL); None where unknown."""
-    unit, _, rest = value.strip().partition(" ")
-    span, _, total = rest.partition("/")
-    start = span.partition("-")[0]
-    if unit.lower() != "bytes":
-        return None, None
-    return _int_or_none(start), _int_or_none(total)
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _retry_after(value: str | None, cap: float) -> float | None:
-    """Return the delay a Retry-After header asks for (seconds or an HTTP date), capped."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), cap)
-
-
-def _backoff(policy: RetryPolicy, tries: int) -> float:
-    delay = policy.base_delay * 2 ** (tries - 1)
-    delay *= 1 + random.uniform(-policy.jitter, policy.jitter)
-    return min(policy.max_delay, max(0.0, delay))
-
-
-def _describe(exc: BaseException) -> str:
-    """Name an exception for a message (its text never holds request headers)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable (best effort: not every platform opens directories)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
