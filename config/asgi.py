@@ -1,14 +1,21 @@
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # This process serves requests: on PostgreSQL its connections come from a pool
-# (config/settings.py). Set before the settings are read; a test that imports this
-# module has read them already and keeps its own connections.
-os.environ.setdefault("MODELYARD_WEB_PROCESS", "1")
+# (config/settings.py reads the flag). Only when the settings are read here, at the
+# start of a web process: a test that imports this module has its settings already.
+# The flag goes once read, so that no process started from this one inherits it (a
+# qcluster with a pool would fork it into its workers).
+flag_web_process = not settings.configured and "MODELYARD_WEB_PROCESS" not in os.environ
+if flag_web_process:
+    os.environ["MODELYARD_WEB_PROCESS"] = "1"
 
 django_asgi_app = get_asgi_application()
+if flag_web_process:
+    del os.environ["MODELYARD_WEB_PROCESS"]
 
 # These need the app registry, which get_asgi_application() has loaded.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
