@@ -1,0 +1,64 @@
+"""Reads. One query path feeds the API, the admin, the HTMX page and the CLI.
+
+A package by concern; every read is importable from here.
+"""
+
+from .models import (
+    LIST_FIELDS,
+    SORTS,
+    SortKey,
+    StatusFilter,
+    active_model_list,
+    collections_count_subquery,
+    memory_table,
+    model_get,
+    model_list,
+    model_objects_page,
+    model_page,
+    model_queryset,
+)
+from .operations import (
+    active_operation_blobs,
+    busy_model_ids,
+    current_operations_by_model,
+    operation_get,
+    operation_list,
+)
+from .store import (
+    cache_summary,
+    latest_scan,
+    unmanaged_get,
+)
+from .usage import (
+    collection_names_by_model,
+    default_embedding_matches,
+    model_usage,
+    repo_stakeholders,
+)
+
+__all__ = [
+    "LIST_FIELDS",
+    "SORTS",
+    "SortKey",
+    "StatusFilter",
+    "active_model_list",
+    "active_operation_blobs",
+    "busy_model_ids",
+    "cache_summary",
+    "collection_names_by_model",
+    "collections_count_subquery",
+    "current_operations_by_model",
+    "default_embedding_matches",
+    "latest_scan",
+    "memory_table",
+    "model_get",
+    "model_list",
+    "model_objects_page",
+    "model_page",
+    "model_queryset",
+    "model_usage",
+    "operation_get",
+    "operation_list",
+    "repo_stakeholders",
+    "unmanaged_get",
+]

@@ -1,0 +1,56 @@
+"""Store reads: the cache figures of the last reconcile, unmanaged repos."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from .. import store
+from ..errors import NotFound
+from ..models import (
+    Installation,
+    StoreScan,
+    UnmanagedRepo,
+)
+
+
+def latest_scan() -> StoreScan | None:
+    return StoreScan.objects.order_by("-scanned_at", "-id").first()
+
+
+def cache_summary() -> dict:
+    """Return the store figures from the last reconcile plus the free disk right now.
+
+    Free disk is one statvfs call; nothing here walks the store.
+    """
+    scan = latest_scan()
+    total_disk, free_disk = store.disk_usage(settings.MODELS_HUB_DIR)
+    installed = Installation.objects.all()
+    return {
+        "store_path": str(settings.MODELS_HUB_DIR),
+        "scanned_at": scan.scanned_at if scan else None,
+        "total_bytes": scan.total_bytes if scan else 0,
+        "managed_bytes": scan.managed_bytes if scan else 0,
+        "unmanaged_bytes": scan.unmanaged_bytes if scan else 0,
+        "unmanaged_count": scan.unmanaged_count if scan else 0,
+        "partial_bytes": scan.partial_bytes if scan else 0,
+        "partial_count": len(scan.partial_files) if scan else 0,
+        "installed_count": installed.count(),
+        "free_disk_bytes": free_disk,
+        "disk_total_bytes": total_disk,
+        "warnings": scan.warnings if scan else [],
+        "unmanaged_repos": list(UnmanagedRepo.objects.all()),
+        "quota_bytes": settings.MODELS_MAX_BYTES,
+        "quota_remaining_bytes": (
+            settings.MODELS_MAX_BYTES - (scan.total_bytes if scan else 0)
+            if settings.MODELS_MAX_BYTES
+            else None
+        ),
+        "min_free_bytes": settings.MIN_FREE_BYTES,
+    }
+
+
+def unmanaged_get(*, repo_pk: int) -> UnmanagedRepo:
+    try:
+        return UnmanagedRepo.objects.get(pk=repo_pk)
+    except UnmanagedRepo.DoesNotExist:
+        raise NotFound(f"No unmanaged repo #{repo_pk}.", details={"repo": repo_pk}) from None
