@@ -73,18 +73,23 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
+def _migrated_run_env(tmp_path, **extra) -> dict:
+    """Return the environment of a `manage.py run` on a fresh, migrated SQLite file."""
     env = dict(
         os.environ,
         DATABASE_URL=f"sqlite:///{tmp_path / 'run.sqlite3'}",
         MODELS_DIR=str(tmp_path / "models"),
         LEGACY_HUB_DIR=str(tmp_path / "no-legacy"),
-        Q_WORKERS="1",
-        WEB_PROCESSES="2",
+        **extra,
     )
     env.pop("REDIS_URL", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
+    env = _migrated_run_env(tmp_path, Q_WORKERS="1", WEB_PROCESSES="2")
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     port = _free_port()
     proc = subprocess.Popen(
         [*manage, "run", "--port", str(port)],
@@ -123,15 +128,8 @@ def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
 
 
 def test_run_refuses_a_port_in_use(tmp_path):
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'run.sqlite3'}",
-        MODELS_DIR=str(tmp_path / "models"),
-        LEGACY_HUB_DIR=str(tmp_path / "no-legacy"),
-    )
-    env.pop("REDIS_URL", None)
+    env = _migrated_run_env(tmp_path)
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = subprocess.run(

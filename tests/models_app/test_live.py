@@ -360,14 +360,16 @@ async def test_no_relay_with_the_redis_layer(settings):
 # --- models --------------------------------------------------------------------------------
 
 
-async def test_activation_sends_the_old_and_the_new_active_model(root_cookie):
-    def setup():
-        old = InstallationFactory(model__key="old-embed").model
-        new = InstallationFactory(model__key="new-embed").model
-        ActiveModel.objects.create(type="embedding", model=old)
-        return new
+def installed_pair_with_old_active():
+    """Install old-embed (the active embedding model) and new-embed; return new-embed."""
+    old = InstallationFactory(model__key="old-embed").model
+    new = InstallationFactory(model__key="new-embed").model
+    ActiveModel.objects.create(type="embedding", model=old)
+    return new
 
-    new = await database_sync_to_async(setup)()
+
+async def test_activation_sends_the_old_and_the_new_active_model(root_cookie):
+    new = await database_sync_to_async(installed_pair_with_old_active)()
     ws, _ = await connected(root_cookie)
     await database_sync_to_async(model_activate)(model=new)
     got = [m for _, m in await drain(ws, 0.6)]
@@ -409,13 +411,7 @@ async def test_steady_updates_faster_than_four_a_second_keep_within_the_window(r
 
 
 async def test_relay_sends_an_activation_made_in_another_process(root_cookie):
-    def setup():
-        old = InstallationFactory(model__key="old-embed").model
-        new = InstallationFactory(model__key="new-embed").model
-        ActiveModel.objects.create(type="embedding", model=old)
-        return new
-
-    new = await database_sync_to_async(setup)()
+    new = await database_sync_to_async(installed_pair_with_old_active)()
     ws, _ = await connected(root_cookie)
 
     def switch_row():  # what a request served by another daphne process writes
