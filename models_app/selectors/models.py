@@ -21,10 +21,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from ..errors import NotFound
-from ..models import (
-    ActiveModel,
-    Model,
-)
+from ..models import ActiveModel, Model
 
 StatusFilter = Literal["all", "installed", "available"]
 
@@ -78,12 +75,17 @@ def collections_count_subquery():
     return count_by("embedding_model") + count_by("reranker_model") + count_by("splade_model")
 
 
+def _usage_columns() -> dict:
+    """Return the per-row annotations every model read carries: usage count, active flag."""
+    return {
+        "collections_count": collections_count_subquery(),
+        "is_active": Exists(ActiveModel.objects.filter(model=OuterRef("pk"))),
+    }
+
+
 def model_queryset() -> QuerySet[Model]:
     """Return models with their install state, active flag and usage count, in one query."""
-    return Model.objects.select_related("installation").annotate(
-        collections_count=collections_count_subquery(),
-        is_active=Exists(ActiveModel.objects.filter(model=OuterRef("pk"))),
-    )
+    return Model.objects.select_related("installation").annotate(**_usage_columns())
 
 
 def model_list(
@@ -136,8 +138,7 @@ def _page_rows() -> QuerySet[Model]:
     a clone of this one (a queryset is never evaluated in place, so it holds no rows).
     """
     return Model.objects.annotate(
-        collections_count=collections_count_subquery(),
-        is_active=Exists(ActiveModel.objects.filter(model=OuterRef("pk"))),
+        **_usage_columns(),
         installed=ExpressionWrapper(Q(installation__id__isnull=False), output_field=BooleanField()),
         size_on_disk=F("installation__size_on_disk"),
     ).values("id", *LIST_FIELDS, "collections_count", "is_active", "installed", "size_on_disk")

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import (
-    Case,
-    F,
-    IntegerField,
-    QuerySet,
-    Value,
-    When,
-    Window,
-)
+from django.db.models import Case, F, IntegerField, QuerySet, Value, When, Window
 from django.db.models.functions import RowNumber
 
 from ..errors import NotFound
-from ..models import (
-    ACTIVE_STATES,
-    Operation,
-)
+from ..models import ACTIVE_STATES, Operation
 
 
 def operation_list(

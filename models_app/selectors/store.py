@@ -6,11 +6,7 @@ from django.conf import settings
 
 from .. import store
 from ..errors import NotFound
-from ..models import (
-    Installation,
-    StoreScan,
-    UnmanagedRepo,
-)
+from ..models import Installation, StoreScan, UnmanagedRepo
 
 
 def latest_scan() -> StoreScan | None:

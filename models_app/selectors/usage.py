@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import (
-    Q,
-)
+from django.db.models import Q
 
 from .. import store
-from ..models import (
-    ACTIVE_STATES,
-    ActiveModel,
-    Installation,
-    Model,
-)
+from ..models import ACTIVE_STATES, ActiveModel, Installation, Model
 
 
 def default_embedding_matches(model: Model) -> bool:
