@@ -136,16 +136,13 @@ def model_publish(*, model_ids) -> None:
 
 
 def store_change_publish(*, model_ids) -> None:
-    """Publish the state of models a reconcile changed, and the new cache figures."""
+    """Publish the state of these models and the cache figures (after a reconcile)."""
     try:
         _group_send([*model_events(model_ids=model_ids), cache_event()])
     except Exception:
-        logger.warning("could not publish the store change", exc_info=True)
+        logger.warning("could not publish the store change of %s", list(model_ids), exc_info=True)
 
 
 def operation_outcome_publish(op: Operation) -> None:
     """Publish what an ended operation changed: its model's state and the cache figures."""
-    try:
-        _group_send([*model_events(model_ids=[op.model_id]), cache_event()])
-    except Exception:
-        logger.warning("could not publish the outcome of operation %s", op.id, exc_info=True)
+    store_change_publish(model_ids=[op.model_id])
