@@ -10,6 +10,7 @@ sidecar next to it (`<partial>.json`) keeps the validator (ETag or Last-Modified
 the resume with `If-Range`. The blob becomes `final` only after its size and hashes matched.
 """
 
-from .blob import BlobSpec, RetryPolicy, fetch_blob
+from .blob import fetch_blob
+from .spec import BlobSpec, RetryPolicy
 
 __all__ = ["BlobSpec", "RetryPolicy", "fetch_blob"]

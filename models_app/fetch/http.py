@@ -9,13 +9,10 @@ import socket
 import ssl
 import time
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 
 import httpx2
 
-if TYPE_CHECKING:
-    # Annotations only: at run time the import would be circular (blob -> transfer -> here).
-    from .blob import RetryPolicy
+from .spec import RetryPolicy
 
 
 def _plain_socket(response: httpx2.Response) -> socket.socket | None:

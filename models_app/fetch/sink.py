@@ -8,11 +8,8 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    # Annotations only: at run time the import would be circular (blob -> transfer -> here).
-    from .blob import BlobSpec
+from .spec import BlobSpec
 
 # Big bodies are read straight from the socket into these buffers (see
 # transfer._BlobFetch._pump_socket): one read, one write and one hash update per buffer

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -37,10 +36,7 @@ from .http import (
     _validator,
 )
 from .sink import _BUFFER_SIZE, _Digests, _fsync_directory, _Sink
-
-if TYPE_CHECKING:
-    # Annotations only: at run time the import would be circular (blob -> transfer).
-    from .blob import BlobSpec, RetryPolicy
+from .spec import BlobSpec, RetryPolicy
 
 # The package's logger, as before the split: log lines keep the name models_app.fetch.
 logger = logging.getLogger(__package__)
