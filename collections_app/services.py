@@ -254,3 +254,55 @@ def llm_config_delete(*, config: LLMConfig) -> None:
 
 def _is_user(user) -> bool:
     return user is not None and getattr(user, "is_authenticated", False)
+
+
+def preference_delete(*, preference: UserPreference) -> None:
+    """Delete a user's preferences; the user falls back to the defaults."""
+    preference.delete()
+
+
+def llm_config_update(
+    *,
+    config: LLMConfig,
+    name: str | _Unset = UNSET,
+    description: str | _Unset = UNSET,
+    model: Model | _Unset | None = UNSET,
+) -> LLMConfig:
+    """Change the given fields of an LLM config, its name included; UNSET keeps a field.
+
+    llm_config_set names the config it writes, so it cannot rename one; the admin can.
+    """
+    changes = {}
+    if name is not UNSET:
+        name = name.strip()
+        if not name or len(name) > LLM_CONFIG_NAME_MAX_LENGTH:
+            raise InvalidInput(
+                f"An LLM config name must have 1 to {LLM_CONFIG_NAME_MAX_LENGTH} characters.",
+                details={"field": "name"},
+            )
+        changes["name"] = name
+    if description is not UNSET:
+        if description is None:
+            raise InvalidInput("A description cannot be null.", details={"field": "description"})
+        changes["description"] = description
+    if model is not UNSET:
+        _require_type(model, field="model", expected=ModelType.LLM)
+        changes["model"] = model
+    if not changes:
+        return config
+    try:
+        with transaction.atomic():
+            for field, value in changes.items():
+                setattr(config, field, value)
+            config.save(update_fields=[*changes, "updated_at"])
+    except IntegrityError:
+        config.refresh_from_db()
+        if "name" in changes and (
+            LLMConfig.objects.filter(name=changes["name"]).exclude(pk=config.pk).exists()
+        ):
+            raise InvalidInput(
+                f"An LLM config named {changes['name']!r} already exists.",
+                details={"field": "name", "name": changes["name"]},
+            ) from None
+        raise
+    return config
