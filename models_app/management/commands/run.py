@@ -8,6 +8,7 @@ import time
 
 from django.conf import settings
 from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
 from models_app.errors import InvalidInput
 from models_app.management.base import ModelyardCommand
@@ -18,6 +19,9 @@ class Command(ModelyardCommand):
         "Start the whole system: sync the registry, reconcile the store, then run daphne "
         "(WEB_PROCESSES processes on one socket) and one qcluster. Ctrl-C stops them all."
     )
+    # handle() runs the system checks itself, before it starts anything: execute() would
+    # skip them under call_command, and from manage.py it would run them a second time.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=None, help="Default: HOST (127.0.0.1).")
@@ -34,6 +38,13 @@ class Command(ModelyardCommand):
         host = host or settings.HOST
         port = port or settings.PORT
         web_processes = max(1, web_processes or settings.WEB_PROCESSES)
+        try:
+            self.check()
+        except SystemCheckError as exc:
+            # Django's report (each issue with its id and hint), and exit status 2 like every
+            # other refusal to start (a taken port is ERR_INVALID through ModelyardCommand).
+            self.stderr.write(str(exc))  # it starts "SystemCheckError: "
+            sys.exit(2)
         call_command("registry_sync", stdout=self.stdout, stderr=self.stderr)
         call_command("models_reconcile", stdout=self.stdout, stderr=self.stderr)
         listener = _listen(host, port)
