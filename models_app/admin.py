@@ -12,6 +12,32 @@ from . import selectors, services
 from .errors import ModelyardError
 from .models import ActiveModel, ApiToken, Event, Installation, Model, Operation, StoreScan
 
+LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
+
+
+def each_through_service(
+    model_admin, request, items, *, verb: str, call, key, label=None, done=None
+) -> None:
+    """Call a service once per selected item and say what happened to each.
+
+    `call(item)` is the service call; a ModelyardError becomes "Cannot <verb> <key>:
+    <code>: <message>". A StartResult answer speaks with its own toast (naming the item
+    by `label(item)`); any other answer with `done(item, answer)`.
+    """
+    for item in items:
+        try:
+            answer = call(item)
+        except ModelyardError as exc:
+            model_admin.message_user(
+                request, f"Cannot {verb} {key(item)}: {exc.code}: {exc.message}", messages.ERROR
+            )
+            continue
+        if isinstance(answer, services.StartResult):
+            level, text = answer.toast(label(item))
+        else:
+            level, text = "success", done(item, answer)
+        model_admin.message_user(request, text, LEVELS[level])
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written only by services: visible, never edited by hand."""
@@ -97,17 +123,13 @@ class ModelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Download selected models")
     def download_selected(self, request, queryset):
-        for model in queryset:
-            try:
-                result = services.download_start(model=model, user=request.user)
-            except ModelyardError as exc:
-                self.message_user(
-                    request, f"Cannot download {model.key}: {exc.code}: {exc.message}",
-                    messages.ERROR,
-                )  # fmt: skip
-                continue
-            level = messages.SUCCESS if result.created else messages.INFO
-            self.message_user(request, f"{model.name}: {result.message}", level)
+        each_through_service(
+            self, request, queryset,
+            verb="download",
+            call=lambda m: services.download_start(model=m, user=request.user),
+            key=lambda m: m.key,
+            label=lambda m: m.name,
+        )  # fmt: skip
 
     @admin.action(description="Delete downloaded files…")
     def delete_files(self, request, queryset):
@@ -129,16 +151,13 @@ class ModelAdmin(admin.ModelAdmin):
                     "title": "Delete downloaded files",
                 },
             )
-        for model in queryset:
-            try:
-                result = services.delete_start(model=model, confirm=True, user=request.user)
-            except ModelyardError as exc:
-                self.message_user(
-                    request, f"Cannot delete {model.key}: {exc.code}: {exc.message}",
-                    messages.ERROR,
-                )  # fmt: skip
-                continue
-            self.message_user(request, f"{model.name}: {result.message}")
+        each_through_service(
+            self, request, queryset,
+            verb="delete",
+            call=lambda m: services.delete_start(model=m, confirm=True, user=request.user),
+            key=lambda m: m.key,
+            label=lambda m: m.name,
+        )  # fmt: skip
         return None
 
     @admin.action(description="Prune the store (shows what it would remove first)")
@@ -152,14 +171,15 @@ class ModelAdmin(admin.ModelAdmin):
                     **self.admin_site.each_context(request),
                     "opts": self.model._meta,
                     "queryset": queryset,
-                    "plan": services.prune_run(dry_run=True, user=request.user),
+                    "plan": services.prune_plan(),
                     "title": "Prune the models store",
                 },
             )
-        from django_q.tasks import async_task
-
-        async_task("models_app.tasks.prune", task_name="prune-from-admin")
-        self.message_user(request, "Prune queued; the Operations list shows each delete.")
+        result, _ = services.prune_start(user=request.user)
+        level, text = result.toast("the models store")
+        if result.operation is not None:
+            text += " The Operations list shows it and each delete it makes."
+        self.message_user(request, text, LEVELS[level])
         return None
 
     def get_actions(self, request):
@@ -176,17 +196,13 @@ class ModelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Make active for its type")
     def activate_selected(self, request, queryset):
-        for model in queryset:
-            try:
-                services.model_activate(model=model, user=request.user)
-            except ModelyardError as exc:
-                self.message_user(
-                    request,
-                    f"Cannot activate {model.key}: {exc.code}: {exc.message}",
-                    messages.ERROR,
-                )
-            else:
-                self.message_user(request, f"{model.name} is now the active {model.type} model.")
+        each_through_service(
+            self, request, queryset,
+            verb="activate",
+            call=lambda m: services.model_activate(model=m, user=request.user),
+            key=lambda m: m.key,
+            done=lambda m, _: f"{m.name} is now the active {m.type} model.",
+        )  # fmt: skip
 
     @admin.action(description="Reconcile installed state with the store")
     def reconcile_store(self, request, queryset):
@@ -216,15 +232,22 @@ class InstallationAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Pin (prune never removes them)")
     def pin_selected(self, request, queryset):
-        for inst in queryset.select_related("model"):
-            services.installation_pin(model=inst.model, pinned=True, user=request.user)
-        self.message_user(request, f"Pinned {queryset.count()} models.")
+        self._pin(request, queryset, pinned=True)
 
     @admin.action(description="Unpin")
     def unpin_selected(self, request, queryset):
-        for inst in queryset.select_related("model"):
-            services.installation_pin(model=inst.model, pinned=False, user=request.user)
-        self.message_user(request, f"Unpinned {queryset.count()} models.")
+        self._pin(request, queryset, pinned=False)
+
+    def _pin(self, request, queryset, *, pinned: bool):
+        each_through_service(
+            self, request, queryset.select_related("model"),
+            verb="pin" if pinned else "unpin",
+            call=lambda i: services.installation_pin(
+                model=i.model, pinned=pinned, user=request.user
+            ),
+            key=lambda i: i.model.key,
+            done=lambda i, _: f"{i.model.key} {'pinned' if pinned else 'unpinned'}.",
+        )  # fmt: skip
 
     @admin.display(description="commit")
     def short_commit(self, obj):
@@ -237,19 +260,19 @@ class InstallationAdmin(ReadOnlyAdmin):
 
 @admin.register(Operation)
 class OperationAdmin(ReadOnlyAdmin):
-    list_display = ["model", "kind", "state", "progress", "error_code", "created_at", "finished_at"]
+    list_display = [
+        "target", "kind", "state", "progress", "error_code", "parent", "created_at", "finished_at",
+    ]  # fmt: skip
     actions = ["cancel_selected", "retry_selected"]
 
-    def _each(self, request, queryset, service, verb):
-        for op in queryset.select_related("model"):
-            try:
-                op = service(operation=op, user=request.user)
-            except ModelyardError as exc:
-                self.message_user(
-                    request, f"Cannot {verb} #{op.id}: {exc.code}: {exc.message}", messages.ERROR
-                )
-            else:
-                self.message_user(request, f"#{op.id} {op.model.key}: {op.state}.")
+    def _each(self, request, queryset, service, verb: str):
+        each_through_service(
+            self, request, queryset.select_related("model"),
+            verb=verb,
+            call=lambda op: service(operation=op, user=request.user),
+            key=lambda op: f"#{op.pk}",
+            done=lambda _, op: f"#{op.pk} {op.target}: {op.state}.",
+        )  # fmt: skip
 
     @admin.action(description="Cancel selected operations (partial files stay)")
     def cancel_selected(self, request, queryset):
@@ -265,7 +288,11 @@ class OperationAdmin(ReadOnlyAdmin):
 
     list_filter = ["kind", "state", "error_code"]
     search_fields = ["model__key", "model__name", "task_id"]
-    list_select_related = ["model"]
+    list_select_related = ["model", "parent"]
+
+    @admin.display(description="target", ordering="model__key")
+    def target(self, obj):
+        return obj.target
 
     @admin.display(description="progress")
     def progress(self, obj):
@@ -338,7 +365,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
+            # Only `revoked` is editable on an existing token.
+            services.api_token_set_revoked(token=obj, revoked=obj.revoked, user=request.user)
             return
         token, raw = services.api_token_create(user=obj.user, name=obj.name)
         obj.pk = token.pk

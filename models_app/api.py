@@ -9,7 +9,7 @@ from pydantic import Field
 
 from . import selectors, services
 from .errors import InvalidInput
-from .models import ModelType
+from .models import ModelType, OperationKind, OperationState
 from .schemas import (
     ActivateIn,
     ActiveModelOut,
@@ -104,14 +104,11 @@ def reconcile_store(request):
     return services.store_reconcile()
 
 
-def _start_response(result: services.StartResult, *, nothing_to_do: str) -> Status:
+def _start_response(result: services.StartResult) -> Status:
     """Shape a start: 202 queued, or 200 with the active operation or nothing to do."""
-    if result.created:
-        status, code = "queued", 202
-    else:
-        status, code = ("active" if result.operation else nothing_to_do), 200
     return Status(
-        code, {"status": status, "message": result.message, "operation": result.operation}
+        result.http_status,
+        {"status": result.status, "message": result.message, "operation": result.operation},
     )
 
 
@@ -120,7 +117,7 @@ def download_model(request, key: str):
     """Queue a download (202), or return the active one (200); 409 if another kind runs."""
     model = selectors.model_get(key=key)
     result = services.download_start(model=model, user=request.auth)
-    return _start_response(result, nothing_to_do="installed")
+    return _start_response(result)
 
 
 @router.get("/models/{key}/usage", response=UsageOut)
@@ -135,16 +132,17 @@ def delete_model(request, key: str, confirm: bool = False):
     ERR_CONFIRM_REQUIRED (with the preflight) when it warns and confirm is not true."""
     model = selectors.model_get(key=key)
     result = services.delete_start(model=model, confirm=confirm, user=request.auth)
-    return _start_response(result, nothing_to_do="not_installed")
+    return _start_response(result)
+
+
+OperationStateFilter = Literal[(*OperationState.values, "active")]
+OperationKindFilter = Literal[tuple(OperationKind.values)]
 
 
 class OperationFilters(Schema):
-    state: (
-        Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted", "active"]
-        | None
-    ) = None
+    state: OperationStateFilter | None = None
     model: str | None = None
-    kind: Literal["download", "delete", "verify", "update"] | None = None
+    kind: OperationKindFilter | None = None
     limit: int = Field(50, ge=1, le=200)
 
 
@@ -185,15 +183,14 @@ def pin_model(request, key: str, payload: PinIn):
 
 @router.post("/cache/prune", response={200: PruneOut, 202: PruneOut})
 def prune_cache(request, payload: PruneIn):
-    """Dry run (default): what a prune would remove and why. dry_run=false queues it (202)."""
+    """Dry run (default): what a prune would remove and why. dry_run=false queues it as a
+    prune operation with that plan (202), or returns the prune already active (200)."""
     if payload.dry_run:
-        plan = services.prune_run(dry_run=True, user=request.auth)
-        return Status(200, {**vars(plan), "dry_run": True, "bytes_to_free": plan.bytes_to_free})
-    from django_q.tasks import async_task
-
-    plan = services.prune_run(dry_run=True, user=request.auth)
-    async_task("models_app.tasks.prune", task_name="prune-now")
-    return Status(202, {**vars(plan), "dry_run": False, "bytes_to_free": plan.bytes_to_free})
+        plan = services.prune_plan()
+        return Status(200, {**plan.as_dict(), "dry_run": True, "status": "planned"})
+    result, plan = services.prune_start(user=request.auth)
+    body = {**plan.as_dict(), "dry_run": False, "status": result.status}
+    return Status(result.http_status, body | {"operation": result.operation})
 
 
 @router.delete("/cache/unmanaged/{repo_pk}", response=dict)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class ModelsAppConfig(AppConfig):
@@ -6,10 +7,22 @@ class ModelsAppConfig(AppConfig):
     verbose_name = "Models"
 
     def ready(self):
+        from django.core.signals import setting_changed
         from django_q.signals import post_spawn
 
         from . import signals
+        from .checks import (
+            check_disk_policy,
+            check_hf_endpoint,
+            check_models_store,
+            check_task_timeout,
+        )
+        from .store import store_settings_changed
 
         # A worker that starts marks the operations of dead workers interrupted at once,
         # instead of waiting for the next schedule tick.
         post_spawn.connect(signals.reap_at_worker_start, dispatch_uid="modelyard-reap")
+        # The Store is built once from settings; a test that overrides them gets a new one.
+        setting_changed.connect(store_settings_changed, dispatch_uid="modelyard-store")
+        for check in (check_models_store, check_hf_endpoint, check_disk_policy, check_task_timeout):
+            checks.register(check, "modelyard")

@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from . import live
+from .models import TERMINAL_STATES
 from .services.events import OPERATIONS_GROUP
 
 logger = logging.getLogger(__name__)
@@ -165,11 +166,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         loop = asyncio.get_running_loop()
         async with self.send_lock:
             due_at = stream.next_send_at()
-            if event["state"] in live.TERMINAL_STATES:
+            if event["state"] in TERMINAL_STATES:
                 # The cache figures follow an end state even when a store scan just
                 # before it sent the same ones: the page refreshes its header on them.
                 self.cache = None
-            if loop.time() >= due_at or event["state"] in live.TERMINAL_STATES:
+            if loop.time() >= due_at or event["state"] in TERMINAL_STATES:
                 self._drop_held(stream)
                 await self._send_operation(stream, text, stamp)
                 return

@@ -23,6 +23,13 @@ class ModelyardError(Exception):
         return body
 
 
+class InternalError(ModelyardError):
+    """Something crashed: clients get a reference to the log line, not the exception."""
+
+    code = "ERR_INTERNAL"
+    status = 500
+
+
 class InvalidInput(ModelyardError):
     code = "ERR_INVALID"
     status = 422

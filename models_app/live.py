@@ -19,7 +19,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import connections
 from django.db.models import Max
 
-from .models import ACTIVE_STATES, ActiveModel, Installation, Operation, StoreScan
+from .models import ACTIVE_STATES, TERMINAL_STATES, ActiveModel, Installation, Operation, StoreScan
 from .selectors import busy_model_ids
 from .services.events import (
     OPERATIONS_GROUP,
@@ -38,7 +38,6 @@ RELAY_INTERVAL = 0.1
 # little after a later one (statement time versus commit time) is not missed; what was
 # already sent is recognised and skipped.
 RELAY_LOOKBACK = timedelta(seconds=2)
-TERMINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def live_snapshot() -> tuple[dict, list[dict]]:
@@ -137,11 +136,12 @@ class OperationRelay:
             if previous is not None and previous["text"] == event["text"]:
                 continue
             events.append(event)
-            if op.state in TERMINAL_STATES and (previous or {}).get("state") != op.state:
+            ended_now = op.state in TERMINAL_STATES and (previous or {}).get("state") != op.state
+            if ended_now:
                 ended.append(op.model_id)
         # A row that left the window is never read again unless it changes.
         self.sent = in_window
-        changed_models = set(ended)
+        changed_models = set(ended) - {None}  # a store-wide operation has no model
         active = _active_models()
         if active != self.active:
             changed_models |= {

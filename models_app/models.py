@@ -94,6 +94,7 @@ class Installation(models.Model):
     installed_at = models.DateTimeField()
     verified_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Minutes in which the model was used (installation_touch coalesces to one a minute).
     use_count = models.PositiveIntegerField(default=0)
     pinned = models.BooleanField(default=False)
     reconciled_at = models.DateTimeField()
@@ -141,6 +142,11 @@ class StoreScan(models.Model):
     partial_files = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+    # Bytes of each managed repo folder in the models store, so that a reconcile of one
+    # repo after an operation can update the totals without walking the others.
+    repo_sizes = models.JSONField(default=dict, blank=True)
+    # "full" (start, schedule, button) or the repo folder one operation touched.
+    scope = models.CharField(max_length=300, default="full")
 
     class Meta:
         ordering = ["-scanned_at"]
@@ -157,6 +163,7 @@ class StoreScan(models.Model):
 class OperationKind(models.TextChoices):
     DOWNLOAD = "download", "Download"
     DELETE = "delete", "Delete"
+    PRUNE = "prune", "Prune"
     VERIFY = "verify", "Verify"
     UPDATE = "update", "Update"
 
@@ -171,12 +178,27 @@ class OperationState(models.TextChoices):
 
 
 ACTIVE_STATES = (OperationState.QUEUED, OperationState.RUNNING)
+# The one definition of "ended": the live relay, the consumers and the page's script use it.
+TERMINAL_STATES = (
+    OperationState.SUCCEEDED,
+    OperationState.FAILED,
+    OperationState.CANCELLED,
+    OperationState.INTERRUPTED,
+)
 
 
 class Operation(models.Model):
-    """One download, delete, verify or update of a model; a persisted background job."""
+    """One background job of a registered kind: on a model, or on the whole store (prune).
 
-    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="operations")
+    `parent` links the deletes a prune (or a download's auto-prune) made to it.
+    """
+
+    model = models.ForeignKey(
+        Model, null=True, blank=True, on_delete=models.CASCADE, related_name="operations"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
     kind = models.CharField(max_length=10, choices=OperationKind.choices)
     state = models.CharField(
         max_length=12, choices=OperationState.choices, default=OperationState.QUEUED
@@ -188,7 +210,10 @@ class Operation(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     commit_hash = models.CharField(max_length=64, blank=True)
+    # What the operation decided before it ran: a download's files, a prune's removals.
     plan = models.JSONField(default=list, blank=True)
+    # The figures of its end (bytes freed, models removed), as its completion event has them.
+    result = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -210,16 +235,27 @@ class Operation(models.Model):
                 fields=["model"],
                 condition=Q(state__in=["queued", "running"]),
                 name="one_active_operation_per_model",
-            )
+            ),
+            # NULLs are distinct in the constraint above: store-wide operations get their own.
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(model__isnull=True, state__in=["queued", "running"]),
+                name="one_active_store_operation_per_kind",
+            ),
         ]
         indexes = [models.Index(fields=["state", "heartbeat_at"], name="operation_state_hb_idx")]
 
     def __str__(self):
-        return f"{self.kind} {self.model.key} ({self.state})"
+        return f"{self.kind} {self.target} ({self.state})"
 
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def target(self) -> str:
+        """Return what the operation works on, for messages: a model key, or the store."""
+        return self.model.key if self.model_id else "the models store"
 
 
 class ActiveModel(models.Model):

@@ -155,7 +155,8 @@ class ReconcileOut(Schema):
 
 class OperationOut(Schema):
     id: int
-    model: str = Field(..., alias="model.key")
+    model: str | None  # the model's key; null for a store-wide operation (prune)
+    parent: int | None = Field(None, alias="parent_id")  # the prune a delete was part of
     kind: str
     state: str
     bytes_done: int
@@ -172,6 +173,12 @@ class OperationOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    result: dict  # the figures of its end: bytes freed, models removed, ...
+
+    @staticmethod
+    def resolve_model(obj) -> str | None:
+        return obj.model.key if obj.model_id else None
 
     @staticmethod
     def resolve_percent(obj) -> float | None:
@@ -224,6 +231,10 @@ class PruneIn(Schema):
 
 class PruneOut(Schema):
     dry_run: bool
+    # "planned" (dry run), "queued" (202), "active" (the prune already queued or running),
+    # "nothing_to_prune"
+    status: str
+    operation: OperationOut | None = None
     total_bytes: int
     free_bytes: int
     quota: int | None

@@ -1,8 +1,8 @@
 """django-q2 tasks: take ids, call one service, return."""
 
-from .services.execution import operation_run
-from .services.operations import operations_reap, partials_cleanup
-from .services.pruning import prune_run
+from .engine import operation_run
+from .services.operations import operations_reap
+from .services.pruning import partials_cleanup, prune_start
 
 
 def run_operation(operation_id: int) -> str:
@@ -15,6 +15,6 @@ def reap() -> dict:
 
 
 def prune() -> dict:
-    """Prune the store to its quota and free-disk floor (the daily schedule and the API)."""
-    plan = prune_run(dry_run=False)
-    return {"removed": plan.removed, "failed": plan.failed, "partials": plan.partial_files}
+    """Queue a prune to the quota and free-disk floor (the daily schedule)."""
+    result, _ = prune_start()
+    return {"status": result.status, "operation": result.operation.pk if result.operation else None}

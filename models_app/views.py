@@ -185,9 +185,17 @@ def _listing(filters: Filters) -> dict:
     }
 
 
-def _header_context() -> dict:
+def _header_context(*, store_operation: bool = False) -> dict:
+    """Return the header's figures; with `store_operation`, the running prune too.
+
+    The full page leaves the prune out: its websocket snapshot lists active operations,
+    and a store-wide one makes live.js fetch the header (`models_header`), which has it.
+    """
     cache = selectors.cache_summary()
-    return {"cache": cache, "other_bytes": cache["unmanaged_bytes"] + cache["partial_bytes"]}
+    context = {"cache": cache, "other_bytes": cache["unmanaged_bytes"] + cache["partial_bytes"]}
+    if store_operation:
+        context["store_operation"] = selectors.store_operation_current()
+    return context
 
 
 @superuser_required
@@ -207,7 +215,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def models_header(request: HttpRequest) -> HttpResponse:
     """Render the header with the cache figures (polled and re-fetched by live.js)."""
-    return render(request, "modelyard/_header.html", _header_context())
+    return render(request, "modelyard/_header.html", _header_context(store_operation=True))
 
 
 @superuser_required
@@ -244,6 +252,15 @@ def _action_response(
     return trigger_client_event(response, "toast", {"level": level, "message": message})
 
 
+def _store_action_response(request: HttpRequest, *, message: str, level: str = "info"):
+    """Answer an action on a store-wide operation: the header (which shows it) and a toast."""
+    if not request.htmx:
+        messages.add_message(request, _MESSAGE_LEVELS[level], message)
+        return redirect("models:page")
+    response = render(request, "modelyard/_header.html", _header_context(store_operation=True))
+    return trigger_client_event(response, "toast", {"level": level, "message": message})
+
+
 _MESSAGE_LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
 
 
@@ -253,12 +270,7 @@ _MESSAGE_LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": 
 def model_download(request: HttpRequest, key: str) -> HttpResponse:
     model = selectors.model_get(key=key)
     result = services.download_start(model=model, user=request.user)
-    if result.created:
-        level, message = "success", f"Download of {model.name} queued."
-    elif result.operation is not None:
-        level, message = "info", f"{model.name}: {result.message}"
-    else:
-        level, message = "info", f"{model.name} is already installed."
+    level, message = result.toast(model.name)
     return _action_response(request, _card(key), level=level, message=message)
 
 
@@ -293,12 +305,7 @@ def model_delete(request: HttpRequest, key: str) -> HttpResponse:
     if request.method == "GET":
         return _delete_dialog(request, model, selectors.model_usage(model=model))
     result = services.delete_start(model=model, confirm=_confirmed(request), user=request.user)
-    if result.created:
-        level, message = "success", f"Delete of {model.name} queued."
-    elif result.operation is not None:
-        level, message = "info", f"{model.name}: {result.message}"
-    else:
-        level, message = "info", f"{model.name} is not installed; there is nothing to delete."
+    level, message = result.toast(model.name)
     return _action_response(request, _card(key), level=level, message=message)
 
 
@@ -316,6 +323,9 @@ def operation_cancel(request: HttpRequest, operation_id: int) -> HttpResponse:
     op = selectors.operation_get(operation_id=operation_id)
     op = services.operation_cancel(operation=op, user=request.user)
     verb = op.get_kind_display()
+    if op.model_id is None:
+        text = "cancelled" if op.state == OperationState.CANCELLED else "stops after this delete"
+        return _store_action_response(request, message=f"{verb} of the models store {text}.")
     if op.state == OperationState.CANCELLED:
         message = f"{verb} of {op.model.name} cancelled; the partial files stay for a retry."
     else:
@@ -329,6 +339,9 @@ def operation_cancel(request: HttpRequest, operation_id: int) -> HttpResponse:
 def operation_retry(request: HttpRequest, operation_id: int) -> HttpResponse:
     op = selectors.operation_get(operation_id=operation_id)
     op = services.operation_retry(operation=op, user=request.user)
+    if op.model_id is None:
+        message = f"{op.get_kind_display()} of the models store queued again."
+        return _store_action_response(request, message=message, level="success")
     message = f"{op.get_kind_display()} of {op.model.name} queued again; it resumes."
     return _action_response(request, _card(op.model.key), level="success", message=message)
 

@@ -23,6 +23,7 @@ from .operations import (
     current_operations_by_model,
     operation_get,
     operation_list,
+    store_operation_current,
 )
 from .store import (
     cache_summary,
@@ -60,5 +61,6 @@ __all__ = [
     "operation_get",
     "operation_list",
     "repo_stakeholders",
+    "store_operation_current",
     "unmanaged_get",
 ]

@@ -34,6 +34,15 @@ def operation_get(*, operation_id: int) -> Operation:
         ) from None
 
 
+def store_operation_current() -> Operation | None:
+    """Return the queued or running store-wide operation (a prune), if there is one."""
+    return (
+        Operation.objects.filter(model__isnull=True, state__in=ACTIVE_STATES)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
 def busy_model_ids(model_ids) -> set[int]:
     """Return which of these models have a queued or running operation."""
     return set(

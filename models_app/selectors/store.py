@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-
-from .. import store
 from ..errors import NotFound
 from ..models import Installation, StoreScan, UnmanagedRepo
+from ..store import get_store
 
 
 def latest_scan() -> StoreScan | None:
@@ -19,10 +17,11 @@ def cache_summary() -> dict:
     Free disk is one statvfs call; nothing here walks the store.
     """
     scan = latest_scan()
-    total_disk, free_disk = store.disk_usage(settings.MODELS_HUB_DIR)
+    store = get_store()
+    total_disk, free_disk = store.disk_usage()
     installed = Installation.objects.all()
     return {
-        "store_path": str(settings.MODELS_HUB_DIR),
+        "store_path": str(store.hub_dir),
         "scanned_at": scan.scanned_at if scan else None,
         "total_bytes": scan.total_bytes if scan else 0,
         "managed_bytes": scan.managed_bytes if scan else 0,
@@ -35,13 +34,11 @@ def cache_summary() -> dict:
         "disk_total_bytes": total_disk,
         "warnings": scan.warnings if scan else [],
         "unmanaged_repos": list(UnmanagedRepo.objects.all()),
-        "quota_bytes": settings.MODELS_MAX_BYTES,
+        "quota_bytes": store.quota_bytes,
         "quota_remaining_bytes": (
-            settings.MODELS_MAX_BYTES - (scan.total_bytes if scan else 0)
-            if settings.MODELS_MAX_BYTES
-            else None
+            store.quota_bytes - (scan.total_bytes if scan else 0) if store.quota_bytes else None
         ),
-        "min_free_bytes": settings.MIN_FREE_BYTES,
+        "min_free_bytes": store.min_free_bytes,
     }
 
 

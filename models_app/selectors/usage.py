@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Q
 
-from .. import store
 from ..models import ACTIVE_STATES, ActiveModel, Installation, Model
+from ..store import get_store
 
 
 def default_embedding_matches(model: Model) -> bool:
@@ -29,8 +29,8 @@ def repo_stakeholders(model: Model) -> list[list[str]]:
 def model_usage(*, model: Model) -> dict:
     """Return the usage preflight of deleting a model: what blocks it, what it warns of.
 
-    It reads the model's repo folder to count the bytes a delete would really free;
-    nothing else here touches the disk.
+    It reads the model's own repo folder (and no other) to count the bytes a delete
+    would really free; nothing else here touches the disk.
     """
     from collections_app.models import Collection, LLMConfig, UserPreference
 
@@ -53,8 +53,8 @@ def model_usage(*, model: Model) -> dict:
     bytes_freed = partial_bytes = 0
     in_primary = installation is not None and installation.location == "primary"
     if in_primary:
-        removal = store.plan_removal(
-            settings.MODELS_HUB_DIR, model.repo_id, model.file_patterns, repo_stakeholders(model)
+        removal = get_store().plan_removal(
+            model.repo_id, model.file_patterns, repo_stakeholders(model)
         )
         bytes_freed, partial_bytes = removal.bytes_freed, removal.partial_bytes
 

@@ -1,39 +1,46 @@
-"""Writes and state changes. Every interface (API, admin, HTMX, CLI, tasks) calls these."""
+"""Writes and state changes. Every interface (API, admin, HTMX, CLI, tasks) calls these.
+
+Running an operation is the engine's (models_app/engine.py), which sits above this package.
+"""
 
 from .activation import model_activate
-from .deletion import delete_start, installation_pin, unmanaged_delete
+from .deletion import delete_start, unmanaged_delete
+from .downloads import download_start
 from .events import event_record
-from .installed import ReconcileResult, store_reconcile
+from .installations import installation_pin, installation_touch
 from .operations import (
     StartResult,
-    download_start,
     operation_cancel,
     operation_retry,
     operation_start,
     operations_reap,
-    partials_cleanup,
 )
-from .pruning import prune_run
+from .pruning import PrunePlan, partials_cleanup, prune_plan, prune_start
+from .reconcile import ReconcileResult, store_reconcile
 from .registry_sync import SyncResult, registry_sync
-from .tokens import api_token_authenticate, api_token_create
+from .tokens import api_token_authenticate, api_token_create, api_token_set_revoked
 
 __all__ = [
+    "PrunePlan",
     "ReconcileResult",
     "StartResult",
     "SyncResult",
     "api_token_authenticate",
     "api_token_create",
+    "api_token_set_revoked",
     "delete_start",
     "download_start",
     "event_record",
     "installation_pin",
+    "installation_touch",
     "model_activate",
     "operation_cancel",
     "operation_retry",
     "operation_start",
     "operations_reap",
     "partials_cleanup",
-    "prune_run",
+    "prune_plan",
+    "prune_start",
     "registry_sync",
     "store_reconcile",
     "unmanaged_delete",

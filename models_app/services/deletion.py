@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from .. import selectors, store
-from ..errors import ConfirmRequired, InUse, InvalidState, NotInstalled
+from .. import selectors
+from ..errors import ConfirmRequired, InUse, InvalidState
+from ..executors import executor
 from ..models import (
     ActiveModel,
     EventKind,
@@ -20,9 +20,12 @@ from ..models import (
     StoreLocation,
     UnmanagedRepo,
 )
+from ..store import get_store, repo_folder
 from .events import event_record
-from .installed import store_reconcile
-from .operations import StartResult, operation_start
+from .execution import operation_execute
+from .operations import StartResult, operation_begin, operation_start
+from .progress import heartbeat_kept
+from .reconcile import store_reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,9 @@ def delete_start(*, model: Model, confirm: bool = False, user=None) -> StartResu
             details={"usage": usage},
         )
     if not usage["installed"]:
-        return StartResult(None, False, f"{model.key} is not installed; nothing to delete.")
+        return StartResult(
+            None, False, f"{model.key} is not installed; nothing to delete.", "not_installed"
+        )
     if usage["location"] != "primary":
         raise InvalidState(
             f"{model.key} lives in the read-only legacy cache; Modelyard does not delete there.",
@@ -55,11 +60,23 @@ def delete_start(*, model: Model, confirm: bool = False, user=None) -> StartResu
     return operation_start(model=model, kind=OperationKind.DELETE, user=user)
 
 
+def delete_now(*, model: Model, parent: Operation, user=None) -> str:
+    """Delete a model's files here and now, as a delete operation that is part of `parent`.
+
+    For prune: the delete is its own operation row (exclusive per model, visible, with
+    its event) but never enqueued, so it runs exactly once. Return its end state; raise
+    AlreadyRunning when another operation holds the model.
+    """
+    op = operation_begin(kind=OperationKind.DELETE, model=model, parent=parent, user=user)
+    return operation_execute(operation=op, execute=delete_execute)
+
+
+@executor(OperationKind.DELETE)
 def delete_execute(op: Operation) -> dict:
     """Remove the model's files and apply the resets, all decided under row locks."""
     from collections_app.models import Collection, LLMConfig, UserPreference
 
-    root = settings.MODELS_HUB_DIR
+    store = get_store()
     with transaction.atomic():
         # The model row lock serialises us with collection_create, which locks the same
         # row before inserting: a collection made after the preflight is seen here.
@@ -79,7 +96,7 @@ def delete_execute(op: Operation) -> dict:
         if installation is None or installation.location != "primary":
             return {"bytes_freed": 0, "note": "not installed in the models store"}
         removal = store.plan_removal(
-            root, model.repo_id, model.file_patterns, selectors.repo_stakeholders(model)
+            model.repo_id, model.file_patterns, selectors.repo_stakeholders(model)
         )
         resets = {
             "user_preferences": sum(
@@ -92,7 +109,8 @@ def delete_execute(op: Operation) -> dict:
             "active_slot_cleared": bool(ActiveModel.objects.filter(model=model).delete()[0]),
         }
         LLMConfig.objects.filter(model=model).update(model=None)
-        removal.execute(root)
+        with heartbeat_kept(op):  # removing a large repo's files can take a while
+            removal.execute()
         installation.delete()
         event_record(
             kind=EventKind.DELETED,
@@ -104,7 +122,8 @@ def delete_execute(op: Operation) -> dict:
             partial_bytes=removal.partial_bytes,
             **resets,
         )
-    store_reconcile(publish=False)  # the operation's outcome is published when it ends
+    # The operation's outcome is published when it ends.
+    store_reconcile(folders=[repo_folder(model.repo_id)], publish=False)
     return {"bytes_freed": removal.bytes_freed, "partial_bytes": removal.partial_bytes, **resets}
 
 
@@ -114,9 +133,8 @@ def unmanaged_delete(*, repo: UnmanagedRepo, user=None) -> int:
         raise InvalidState(
             f"{repo.repo_id} lives in the read-only legacy cache; Modelyard does not delete there."
         )
-    root = settings.MODELS_HUB_DIR
-    removal = store.plan_removal(root, repo.repo_id, ["*"], [], repo_type=repo.repo_type)
-    removal.execute(root)
+    removal = get_store().plan_removal(repo.repo_id, ["*"], [], repo_type=repo.repo_type)
+    removal.execute()
     event_record(
         kind=EventKind.DELETED,
         message=f"Deleted unmanaged repo {repo.repo_id}: {removal.bytes_freed:,} bytes freed.",
@@ -125,15 +143,5 @@ def unmanaged_delete(*, repo: UnmanagedRepo, user=None) -> int:
         repo_type=repo.repo_type,
         bytes_freed=removal.bytes_freed,
     )
-    store_reconcile()
+    store_reconcile(folders=[repo_folder(repo.repo_id, repo.repo_type)])
     return removal.bytes_freed
-
-
-def installation_pin(*, model: Model, pinned: bool, user=None) -> Installation:
-    """Pin (or unpin) an installed model so that prune never removes it."""
-    installation = Installation.objects.filter(model=model).first()
-    if installation is None:
-        raise NotInstalled(f"{model.key} is not installed; only installed models can be pinned.")
-    Installation.objects.filter(pk=installation.pk).update(pinned=pinned)
-    installation.pinned = pinned
-    return installation

@@ -1,4 +1,4 @@
-"""Run a download operation: plan, disk preflight, verified transfer, snapshot, reconcile.
+"""Downloads: start one, and its executor (plan, disk preflight, verified transfer, snapshot).
 
 The byte transfer is the fetch package's; this module orchestrates files in parallel and is the
 only writer of the operation row while it runs (fetch threads never touch the database).
@@ -15,18 +15,29 @@ from django.conf import settings
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from .. import hub, store
+from .. import hub
 from ..errors import Cancelled, DiskSpace
+from ..executors import executor
 from ..fetch import BlobSpec, RetryPolicy, fetch_blob
-from ..models import Installation, Operation, OperationState
-from .events import operation_publish
-from .installed import store_reconcile
+from ..models import Installation, Model, Operation, OperationKind
+from ..store import get_store, repo_folder
+from .operations import StartResult, operation_start
+from .progress import LostOwnership, ProgressReporter
+from .pruning import prune_for_room, prune_would_free
+from .reconcile import store_reconcile
 
 logger = logging.getLogger(__name__)
 
 
-class LostOwnership(Exception):
-    """The row left the running state under us (reaped as interrupted): stop without writing."""
+def download_start(*, model: Model, user=None) -> StartResult:
+    """Queue a download of a model unless it is installed (see operation_start)."""
+
+    def installed() -> StartResult | None:
+        if Installation.objects.filter(model=model, location="primary").exists():
+            return StartResult(None, False, f"{model.key} is already installed.", "installed")
+        return None
+
+    return operation_start(model=model, kind=OperationKind.DOWNLOAD, user=user, unless=installed)
 
 
 def retry_policy() -> RetryPolicy:
@@ -37,53 +48,6 @@ def retry_policy() -> RetryPolicy:
         connect_timeout=settings.DOWNLOAD_CONNECT_TIMEOUT,
         read_timeout=settings.DOWNLOAD_READ_TIMEOUT,
     )
-
-
-class ProgressReporter:
-    """Write progress, speed, ETA and the heartbeat at most once per interval; read cancel.
-
-    Speed is an exponential moving average of the per-interval rate, so one slow or
-    fast second does not swing the ETA.
-    """
-
-    def __init__(self, op: Operation, *, interval: float, clock=time.monotonic):
-        self.op = op
-        self.interval = interval
-        self.clock = clock
-        self.last_at = None
-        self.last_done = None
-        self.cancel_requested = False
-
-    def tick(self, done: int, *, force: bool = False) -> None:
-        now = self.clock()
-        if not force and self.last_at is not None and now - self.last_at < self.interval:
-            return
-        op = self.op
-        if self.last_at is not None and now > self.last_at:
-            rate = max(0.0, (done - self.last_done) / (now - self.last_at))
-            op.speed = rate if op.speed is None else 0.3 * rate + 0.7 * op.speed
-        self.last_at, self.last_done = now, done
-        op.bytes_done = done
-        remaining = (op.bytes_total or 0) - done
-        op.eta_seconds = int(remaining / op.speed) if op.speed and remaining > 0 else None
-        op.heartbeat_at = timezone.now()
-        written = Operation.objects.filter(pk=op.pk, state=OperationState.RUNNING).update(
-            bytes_done=op.bytes_done,
-            speed=op.speed,
-            eta_seconds=op.eta_seconds,
-            heartbeat_at=Now(),
-            updated_at=Now(),
-        )
-        if not written:
-            raise LostOwnership(op.pk)
-        # Read back what the database wrote, so the published state is the row's state.
-        row = Operation.objects.filter(pk=op.pk).values(
-            "cancel_requested", "heartbeat_at", "updated_at"
-        )
-        for field, value in (row.first() or {}).items():
-            setattr(op, field, value)
-        self.cancel_requested = bool(op.cancel_requested)
-        operation_publish(op)
 
 
 def _plan(op: Operation, policy: RetryPolicy, reporter: ProgressReporter) -> hub.DownloadPlan:
@@ -112,26 +76,28 @@ def _plan(op: Operation, policy: RetryPolicy, reporter: ProgressReporter) -> hub
     raise AssertionError("unreachable")
 
 
-def _disk_preflight(root, files: list[hub.PlannedFile], op: Operation) -> int:
+def _disk_preflight(files: list[hub.PlannedFile], op: Operation, reporter) -> int:
     """Fail at once when the disk cannot take the rest of the download plus the reserve.
 
-    With AUTO_PRUNE on, least-recently-used models are pruned first to make the room.
+    With AUTO_PRUNE on, least-recently-used models are pruned first to make the room;
+    this download's heartbeat stays fresh all the while.
     """
-    from .pruning import prune_run, prune_would_free
-
+    store = get_store()
     repo_id = op.model.repo_id
-    remaining = sum(f.size - store.partial_size(root, repo_id, f.blob_id) for f in files)
+    remaining = sum(f.size - store.partial_size(repo_id, f.blob_id) for f in files)
     reserve = settings.DOWNLOAD_DISK_RESERVE
-    _, free = store.disk_usage(root)
+    _, free = store.disk_usage()
     if free < remaining + reserve and settings.AUTO_PRUNE:
-        prune_run(
-            dry_run=False, need_bytes=remaining + reserve - free, exclude_model_id=op.model_id
+        prune_for_room(
+            need_bytes=remaining + reserve - free,
+            parent=op,
+            on_step=lambda: reporter.tick(reporter.last_done or 0, force=True),
         )
-        _, free = store.disk_usage(root)
+        _, free = store.disk_usage()
     if free < remaining + reserve:
         message = (
-            f"Not enough disk space in {root}: the download needs {remaining:,} more bytes "
-            f"plus a reserve of {reserve:,} bytes, and {free:,} bytes are free."
+            f"Not enough disk space in the models store: the download needs {remaining:,} more "
+            f"bytes plus a reserve of {reserve:,} bytes, and {free:,} bytes are free."
         )
         if not settings.AUTO_PRUNE:
             would = prune_would_free(exclude_model_id=op.model_id)
@@ -140,12 +106,13 @@ def _disk_preflight(root, files: list[hub.PlannedFile], op: Operation) -> int:
     return remaining
 
 
+@executor(OperationKind.DOWNLOAD)
 def download_execute(op: Operation) -> dict:
     """Download a model's files into the store; return figures for the completion event."""
     model = op.model
-    root = settings.MODELS_HUB_DIR
+    store = get_store()
     policy = retry_policy()
-    reporter = ProgressReporter(op, interval=settings.OPERATION_PROGRESS_INTERVAL)
+    reporter = ProgressReporter(op)
     started = time.monotonic()
 
     plan = _plan(op, policy, reporter)
@@ -157,18 +124,18 @@ def download_execute(op: Operation) -> dict:
         bytes_total=plan.total_bytes,
         updated_at=Now(),
     )
-    store.prepare_repo(root, model.repo_id)
+    store.prepare_repo(model.repo_id)
 
     unique = {f.blob_id: f for f in plan.files}  # same content under two names: fetch once
     done = {
         blob_id: f.size
-        if store.blob_path(root, model.repo_id, blob_id).exists()
-        else store.partial_size(root, model.repo_id, blob_id)
+        if store.has_blob(model.repo_id, blob_id)
+        else store.partial_size(model.repo_id, blob_id)
         for blob_id, f in unique.items()
     }
-    pending = [f for b, f in unique.items() if not store.blob_path(root, model.repo_id, b).exists()]
-    _disk_preflight(root, pending, op)
+    pending = [f for b, f in unique.items() if not store.has_blob(model.repo_id, b)]
     reporter.tick(sum(done.values()), force=True)
+    _disk_preflight(pending, op, reporter)
 
     cancel = threading.Event()
     headers = hub.request_headers(token=settings.HF_TOKEN)
@@ -190,8 +157,8 @@ def download_execute(op: Operation) -> dict:
                     git_oid=f.git_oid,
                     pinned_sha256=(model.sha256 or {}).get(f.path),
                 ),
-                partial=store.partial_path(root, model.repo_id, f.blob_id),
-                final=store.blob_path(root, model.repo_id, f.blob_id),
+                partial=store.partial_path(model.repo_id, f.blob_id),
+                final=store.blob_path(model.repo_id, f.blob_id),
                 headers=headers,
                 policy=policy,
                 on_progress=on_progress,
@@ -229,9 +196,10 @@ def download_execute(op: Operation) -> dict:
         wire_bytes = sum(f.result() for f in futures)
 
     for f in plan.files:
-        store.link_snapshot(root, model.repo_id, plan.commit_hash, f.path, f.blob_id)
-    store.write_ref(root, model.repo_id, model.revision, plan.commit_hash)
-    store_reconcile(publish=False)  # the operation's outcome is published when it ends
+        store.link_snapshot(model.repo_id, plan.commit_hash, f.path, f.blob_id)
+    store.write_ref(model.repo_id, model.revision, plan.commit_hash)
+    # The operation's outcome is published when it ends.
+    store_reconcile(folders=[repo_folder(model.repo_id)], publish=False)
     Installation.objects.filter(model=model).update(verified_at=timezone.now())
     elapsed = time.monotonic() - started
     return {

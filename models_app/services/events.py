@@ -32,8 +32,8 @@ def operation_payload(op: Operation) -> dict:
     """Return the fields every client sees for an operation (API, websocket, page)."""
     return {
         "id": op.id,
-        # Loads the model when the caller did not select it: the key is always there.
-        "model": op.model.key,
+        # Loads the model when the caller did not select it. None: a store-wide operation.
+        "model": op.model.key if op.model_id else None,
         "model_id": op.model_id,
         "kind": op.kind,
         "state": op.state,
@@ -145,4 +145,4 @@ def store_change_publish(*, model_ids) -> None:
 
 def operation_outcome_publish(op: Operation) -> None:
     """Publish what an ended operation changed: its model's state and the cache figures."""
-    store_change_publish(model_ids=[op.model_id])
+    store_change_publish(model_ids=[op.model_id] if op.model_id else [])

@@ -1,7 +1,8 @@
-"""Operations: start, cancel, retry, finish, and the reaper for operations whose worker died.
+"""Operations: start, begin, cancel, retry, claim, finish, and the reaper for dead workers.
 
 Every state change is one call here that writes the row (guarded by the state it
-expects, with the row count checked) and publishes it.
+expects, with the row count checked) and publishes it. What an operation does is its
+kind's executor (models_app/executors.py); running one is services/execution.py.
 """
 
 from __future__ import annotations
@@ -16,18 +17,9 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from .. import store
 from ..errors import AlreadyRunning, InvalidState, ModelyardError
-from ..models import (
-    ACTIVE_STATES,
-    EventKind,
-    Installation,
-    Model,
-    Operation,
-    OperationKind,
-    OperationState,
-)
-from ..selectors import active_operation_blobs
+from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationState
+from ..store import get_store
 from .events import event_record, operation_publish
 
 logger = logging.getLogger(__name__)
@@ -37,9 +29,46 @@ RETRYABLE_STATES = (OperationState.FAILED, OperationState.CANCELLED, OperationSt
 
 @dataclass(frozen=True)
 class StartResult:
+    """What a start did: queued a new operation, found the active one, or had nothing to do.
+
+    The one mapping from a start to what interfaces show: the API's status and HTTP code,
+    the page's toast and the admin's message all come from here.
+    """
+
     operation: Operation | None
     created: bool
-    message: str
+    message: str  # for the API and the CLI: names the model by key
+    # "queued", "active", or what made it unnecessary ("installed", "not_installed", ...)
+    status: str = ""
+
+    def __post_init__(self):
+        if not self.status:
+            object.__setattr__(self, "status", "queued" if self.created else "active")
+
+    @property
+    def http_status(self) -> int:
+        return 202 if self.created else 200
+
+    @property
+    def level(self) -> str:
+        return "success" if self.created else "info"
+
+    def toast(self, label: str) -> tuple[str, str]:
+        """Return (level, text) naming the target by `label` (a model's display name)."""
+        if self.created:
+            return self.level, f"{self.operation.get_kind_display()} of {label} queued."
+        if self.operation is not None:
+            return self.level, f"{label}: {self.message}"
+        return self.level, NOTHING_TO_DO.get(self.status, "{label}: {message}").format(
+            label=label, message=self.message
+        )
+
+
+NOTHING_TO_DO = {
+    "installed": "{label} is already installed.",
+    "not_installed": "{label} is not installed; there is nothing to delete.",
+    "nothing_to_prune": "Nothing to prune: {message}",
+}
 
 
 def _enqueue(operation_id: int) -> None:
@@ -56,46 +85,48 @@ def _enqueue(operation_id: int) -> None:
 
 def _conflict(active: Operation, kind: str) -> AlreadyRunning:
     return AlreadyRunning(
-        f"{active.model.key} already has a {active.kind} operation #{active.id} "
+        f"{active.target} already has a {active.kind} operation #{active.id} "
         f"({active.state}); a {kind} cannot start until it ends.",
         details={"operation": active.id, "kind": active.kind, "state": active.state},
     )
 
 
-def operation_start(*, model: Model, kind: str, user=None) -> StartResult:
-    """Queue an operation on a model unless one is active; the same kind returns the running one.
+def operation_start(
+    *,
+    kind: str,
+    model: Model | None = None,
+    user=None,
+    plan=None,
+    unless=None,
+) -> StartResult:
+    """Queue an operation unless one is active on its target; the same kind returns that one.
 
-    The conditional unique constraint is the guarantee; the lock only saves the
-    losers of a race an IntegrityError.
+    The target is a model, or the whole store when `model` is None (prune). `unless` is
+    checked with the target locked: it returns a StartResult when there is nothing to do
+    (the model is installed already). The conditional unique constraints are the
+    guarantee; the lock only saves the losers of a race an IntegrityError.
     """
     try:
         with transaction.atomic():
-            Model.objects.select_for_update().filter(pk=model.pk).first()
-            active = (
-                Operation.objects.select_related("model")
-                .filter(model=model, state__in=ACTIVE_STATES)
-                .first()
-            )
+            if model is not None:
+                Model.objects.select_for_update().filter(pk=model.pk).first()
+            active = _active_on(model=model, kind=kind)
             if active is not None:
                 if active.kind == kind:
                     return StartResult(active, False, f"{kind.title()} already {active.state}.")
                 raise _conflict(active, kind)
-            if (
-                kind == OperationKind.DOWNLOAD
-                and Installation.objects.filter(model=model, location="primary").exists()
-            ):
-                return StartResult(None, False, f"{model.key} is already installed.")
+            if unless is not None and (nothing := unless()) is not None:
+                return nothing
             op = Operation.objects.create(
-                model=model, kind=kind, created_by=user if _is_user(user) else None
+                model=model,
+                kind=kind,
+                plan=plan if plan is not None else [],
+                created_by=user if _is_user(user) else None,
             )
             transaction.on_commit(lambda: _enqueue(op.id))
     except IntegrityError:
         # Another request won the race between our read and our insert.
-        active = (
-            Operation.objects.select_related("model")
-            .filter(model=model, state__in=ACTIVE_STATES)
-            .first()
-        )
+        active = _active_on(model=model, kind=kind)
         if active is None:
             raise
         if active.kind == kind:
@@ -103,12 +134,64 @@ def operation_start(*, model: Model, kind: str, user=None) -> StartResult:
         raise _conflict(active, kind) from None
     op.model = model
     operation_publish(op)
-    return StartResult(op, True, f"{kind.title()} of {model.key} queued.")
+    return StartResult(op, True, f"{kind.title()} of {op.target} queued.")
 
 
-def download_start(*, model: Model, user=None) -> StartResult:
-    """Queue a download of a model (see operation_start)."""
-    return operation_start(model=model, kind=OperationKind.DOWNLOAD, user=user)
+def operation_begin(
+    *,
+    kind: str,
+    model: Model | None = None,
+    parent: Operation | None = None,
+    user=None,
+    plan=None,
+) -> Operation:
+    """Create an operation already running in this process, to be executed here and now.
+
+    For a delete that is part of a prune (`parent`), or a command that runs its work in
+    the foreground. It is never enqueued, so it runs exactly once: here; if this process
+    dies, its heartbeat goes stale and the reaper marks it interrupted. Raise
+    AlreadyRunning (naming the other operation) when its target is busy.
+    """
+    now = timezone.now()
+    part_of = f" (part of {parent.kind} #{parent.pk})" if parent is not None else ""
+    try:
+        with transaction.atomic():
+            op = Operation.objects.create(
+                model=model,
+                kind=kind,
+                parent=parent,
+                plan=plan if plan is not None else [],
+                state=OperationState.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                attempts=1,
+                task_id=parent.task_id if parent is not None else "",
+                created_by=user if _is_user(user) else None,
+            )
+            event_record(
+                kind=EventKind.STARTED,
+                message=f"{op.get_kind_display()} of {op.target} started{part_of}.",
+                model=model,
+                operation=op,
+                actor=user,
+                parent=parent.pk if parent is not None else None,
+            )
+    except IntegrityError:
+        active = _active_on(model=model, kind=kind)
+        if active is None:
+            raise
+        raise _conflict(active, kind) from None
+    op.model = model
+    operation_publish(op)
+    return op
+
+
+def _active_on(*, model: Model | None, kind: str) -> Operation | None:
+    """Return the active operation on a model, or the active store-wide one of this kind."""
+    qs = Operation.objects.select_related("model").filter(state__in=ACTIVE_STATES)
+    if model is not None:
+        return qs.filter(model=model).first()
+    return qs.filter(model__isnull=True, kind=kind).first()
 
 
 def operation_cancel(*, operation: Operation, user=None) -> Operation:
@@ -122,7 +205,7 @@ def operation_cancel(*, operation: Operation, user=None) -> Operation:
             op = Operation.objects.select_related("model").get(pk=operation.pk)
             event_record(
                 kind=EventKind.CANCELLED,
-                message=f"{op.kind.title()} of {op.model.key} cancelled before it started.",
+                message=f"{op.kind.title()} of {op.target} cancelled before it started.",
                 model=op.model,
                 operation=op,
                 actor=user,
@@ -166,16 +249,12 @@ def operation_retry(*, operation: Operation, user=None) -> Operation:
                 )
             transaction.on_commit(lambda: _enqueue(operation.pk))
     except IntegrityError:
-        active = (
-            Operation.objects.select_related("model")
-            .filter(model_id=operation.model_id, state__in=ACTIVE_STATES)
-            .first()
-        )
+        active = _active_on(model=operation.model, kind=operation.kind)
         raise _conflict(active, operation.kind) from None
     op = Operation.objects.select_related("model").get(pk=operation.pk)
     event_record(
         kind=EventKind.STARTED,
-        message=f"{op.kind.title()} of {op.model.key} queued again (retry).",
+        message=f"{op.kind.title()} of {op.target} queued again (retry).",
         model=op.model,
         operation=op,
         actor=user,
@@ -202,7 +281,7 @@ def operation_claim(*, operation_id: int) -> Operation | None:
         op = Operation.objects.select_related("model").get(pk=operation_id)
         event_record(
             kind=EventKind.STARTED,
-            message=f"{op.kind.title()} of {op.model.key} started.",
+            message=f"{op.kind.title()} of {op.target} started.",
             model=op.model,
             operation=op,
         )
@@ -211,17 +290,28 @@ def operation_claim(*, operation_id: int) -> Operation | None:
 
 
 def operation_finish(
-    *, operation: Operation, state: str, error: ModelyardError | None = None, **data
+    *,
+    operation: Operation,
+    state: str,
+    error: ModelyardError | None = None,
+    result: dict | None = None,
 ) -> bool:
-    """End a running operation; False if it was no longer running (reaped or finished)."""
+    """End a running operation; False if it was no longer running (reaped or finished).
+
+    `result` (the executor's figures) goes on the row and its event. The error's message
+    is made public first: no token, no absolute path (`public_message`).
+    """
     values = {
         "state": state,
         "finished_at": timezone.now(),
         "eta_seconds": None,
         "updated_at": Now(),
+        "result": result or {},
     }
+    message_tail = ""
     if error is not None:
-        values |= {"error_code": error.code, "error_message": error.message}
+        message_tail = public_message(error.message)
+        values |= {"error_code": error.code, "error_message": message_tail}
     if state == OperationState.SUCCEEDED:
         values["eta_seconds"] = 0
     kind = {
@@ -238,19 +328,27 @@ def operation_finish(
         if not ended:
             return False
         op = Operation.objects.select_related("model").get(pk=operation.pk)
-        message = f"{op.kind.title()} of {op.model.key} {verb}"
-        if error is not None:
-            message += f": {error.message}"
+        message = f"{op.kind.title()} of {op.target} {verb}"
+        if message_tail:
+            message += f": {message_tail}"
         event_record(
             kind=kind,
             message=message + ("" if message.endswith(".") else "."),
             model=op.model,
             operation=op,
             error_code=error.code if error else "",
-            **data,
+            # An error's details may hold any key ("model"); the row keeps them, not the event.
+            **((result or {}) if state == OperationState.SUCCEEDED else {}),
         )
     operation_publish(op)
     return True
+
+
+def public_message(text: str) -> str:
+    """Return an error message fit for clients: the hub token and server paths taken out."""
+    if settings.HF_TOKEN:
+        text = text.replace(settings.HF_TOKEN, "[token]")
+    return get_store().redact(text)
 
 
 def operations_reap(*, now=None) -> list[int]:
@@ -280,7 +378,7 @@ def operations_reap(*, now=None) -> list[int]:
             op = Operation.objects.select_related("model").get(pk=op_id)
             event_record(
                 kind=EventKind.INTERRUPTED,
-                message=f"{op.kind.title()} of {op.model.key} interrupted: no heartbeat since "
+                message=f"{op.kind.title()} of {op.target} interrupted: no heartbeat since "
                 f"{op.heartbeat_at:%H:%M:%S}.",
                 model=op.model,
                 operation=op,
@@ -288,20 +386,6 @@ def operations_reap(*, now=None) -> list[int]:
         operation_publish(op)
         reaped.append(op_id)
     return reaped
-
-
-def partials_cleanup(*, now=None) -> list[str]:
-    """Remove partial files older than PARTIAL_MAX_AGE that no active operation will resume."""
-    now = now or timezone.now()
-    keep = active_operation_blobs()
-    removed = []
-    cutoff = now - timedelta(seconds=settings.PARTIAL_MAX_AGE)
-    for path in store.stale_partials(settings.MODELS_HUB_DIR, older_than=cutoff, keep=keep):
-        path.unlink(missing_ok=True)
-        removed.append(str(path.relative_to(settings.MODELS_HUB_DIR)))
-    if removed:
-        logger.info("removed %d stale partial files", len(removed))
-    return removed
 
 
 def _is_user(user) -> bool:

@@ -14,6 +14,13 @@ def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
     return token, raw
 
 
+def api_token_set_revoked(*, token: ApiToken, revoked: bool, user=None) -> ApiToken:
+    """Revoke a token (or restore it); nothing else about a token changes after creation."""
+    ApiToken.objects.filter(pk=token.pk).update(revoked=revoked)
+    token.revoked = revoked
+    return token
+
+
 def api_token_authenticate(*, raw: str):
     """Return the user a raw token belongs to, or None."""
     token = (

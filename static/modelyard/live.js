@@ -8,8 +8,10 @@
   "use strict";
 
   var body = document.body;
-  var TERMINAL = ["succeeded", "failed", "cancelled", "interrupted"];
-  var KIND = { download: "Download", delete: "Delete", verify: "Verify", update: "Update" };
+  // The operation states and kinds come from the server (models_app/models.py), once.
+  var VOCABULARY = JSON.parse(document.getElementById("operation-vocabulary").textContent);
+  var TERMINAL = VOCABULARY.terminal;
+  var KIND = VOCABULARY.kinds;
   var UNITS = ["KB", "MB", "GB", "TB", "PB"];
   var NBSP = "\u00a0";
   var FALLBACK_AFTER_MS = 3000;
@@ -256,9 +258,10 @@
   function announce(op) {
     if (announced[op.id]) return;
     announced[op.id] = true;
-    var what = (KIND[op.kind] || "Operation") + " of " + cardName(op.model);
+    var name = op.model ? cardName(op.model) : "the models store";
+    var what = (KIND[op.kind] || "Operation") + " of " + name;
     if (op.state === "succeeded") {
-      toast("success", op.kind === "delete" ? cardName(op.model) + " deleted." : what + " completed.");
+      toast("success", op.kind === "delete" ? name + " deleted." : what + " completed.");
     } else if (op.state === "failed") {
       toast("error", what + " failed: " + [op.error_code, op.error_message].filter(Boolean).join(": "));
     } else if (op.state === "cancelled") {
@@ -294,7 +297,13 @@
   }
 
   function onOperation(op) {
-    if (!op || !op.model) return;
+    if (!op) return;
+    if (!op.model) {
+      // A store-wide operation (prune): the header shows it; its deletes move the cards.
+      if (TERMINAL.indexOf(op.state) >= 0) announce(op);
+      refreshHeader();
+      return;
+    }
     var card = cardFor(op.model);
     if (TERMINAL.indexOf(op.state) >= 0) {
       announce(op);

@@ -6,9 +6,9 @@ from django.urls import reverse
 
 from collections_app.models import LLMConfig, UserPreference
 from models_app import selectors, services
+from models_app.engine import operation_run
 from models_app.models import ActiveModel, Event, Installation, Operation
-from models_app.services.execution import operation_run
-from models_app.services.installed import store_reconcile
+from models_app.services.reconcile import store_reconcile
 from tests.factories import (
     CollectionFactory,
     LLMConfigFactory,

@@ -9,9 +9,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from models_app import selectors, services
+from models_app.engine import operation_run
 from models_app.models import Event, Installation, Operation, UnmanagedRepo
-from models_app.services.execution import operation_run
-from models_app.services.installed import store_reconcile
+from models_app.services.reconcile import store_reconcile
 from tests.factories import CollectionFactory, ModelFactory
 from tests.hub_cache import write_partial, write_snapshot
 
@@ -19,6 +19,25 @@ pytestmark = pytest.mark.django_db
 
 API = "/api/v1"
 KB = 1000
+
+
+@pytest.fixture
+def run_prune(django_capture_on_commit_callbacks):
+    """Return a function that starts a prune and runs it as a worker would; its plan, done.
+
+    The on_commit callbacks run (they enqueue), as they do outside a test transaction.
+    """
+
+    def run(user=None) -> services.PrunePlan:
+        with django_capture_on_commit_callbacks(execute=True):
+            result, _ = services.prune_start(user=user)
+        assert operation_run(operation_id=result.operation.id) == "succeeded"
+        op = Operation.objects.get(pk=result.operation.id)
+        done = services.PrunePlan.from_dict(op.plan)
+        done.removed, done.failed = op.result["removed"], op.result["failed"]
+        return done
+
+    return run
 
 
 @pytest.fixture
@@ -49,17 +68,19 @@ def test_cache_reports_the_quota(superuser_client, five_installed, settings):
 
 
 def test_under_quota_nothing_to_prune(five_installed):
-    plan = services.prune_run(dry_run=True)
+    plan = services.prune_plan()
     assert plan.need_bytes == 0 and plan.removals == []
 
 
-def test_prune_removes_least_recently_used_first(five_installed, settings, isolated_store):
+def test_prune_removes_least_recently_used_first(
+    five_installed, settings, isolated_store, run_prune
+):
     settings.MODELS_MAX_BYTES = 25 * KB  # 50 kB stored: three models must go
-    plan = services.prune_run(dry_run=True)
+    plan = services.prune_plan()
     assert [i.model for i in plan.removals] == ["m0", "m1", "m2"]
     assert all(i.reason.startswith("least recently used (last used ") for i in plan.removals)
     assert Installation.objects.count() == 5  # a dry run changes nothing
-    done = services.prune_run(dry_run=False)
+    done = run_prune()
     assert done.removed == ["m0", "m1", "m2"]
     assert sorted(Installation.objects.values_list("model__key", flat=True)) == ["m3", "m4"]
     assert not (isolated_store / "models--acme--m0").exists()
@@ -72,7 +93,7 @@ def test_never_used_models_count_from_their_install_time(five_installed, setting
         last_used_at=None, installed_at=timezone.now() - timedelta(days=30)
     )
     settings.MODELS_MAX_BYTES = 45 * KB
-    plan = services.prune_run(dry_run=True)
+    plan = services.prune_plan()
     assert [i.model for i in plan.removals] == ["m4"]
     assert "never used" in plan.removals[0].reason
 
@@ -83,7 +104,7 @@ def test_exemptions_are_never_removed(five_installed, settings):
     CollectionFactory(name="docs", embedding_model=m1)
     services.model_activate(model=m2)
     settings.MODELS_MAX_BYTES = 15 * KB
-    plan = services.prune_run(dry_run=True)
+    plan = services.prune_plan()
     assert [i.model for i in plan.removals] == ["m3", "m4"]
     assert {i.model: i.reason for i in plan.skipped} == {
         "m0": "pinned",
@@ -109,22 +130,24 @@ def test_min_free_floor_drives_prune(small_filesystem, settings):
             last_used_at=timezone.now() - timedelta(days=10 - i)
         )
     settings.MIN_FREE_BYTES = selectors.cache_summary()["free_disk_bytes"] + 150 * KB
-    plan = services.prune_run(dry_run=True)
+    plan = services.prune_plan()
     assert [i.model for i in plan.removals] == ["f0", "f1"]
     assert plan.need_bytes == 150 * KB
 
 
-def test_old_partials_are_pruned(five_installed, isolated_store):
+def test_old_partials_are_pruned(five_installed, isolated_store, run_prune):
     old = write_partial(isolated_store, "acme/m0", "a" * 64, 100)
     stamp = timezone.now().timestamp() - 3 * 24 * 3600
     os.utime(old, (stamp, stamp))
-    plan = services.prune_run(dry_run=True)
+    plan = services.prune_plan()
     assert plan.partial_files == [str(old.relative_to(isolated_store))]
-    services.prune_run(dry_run=False)
+    run_prune()
     assert not old.exists()
 
 
-def test_prune_api_dry_run_and_queue(superuser_client, five_installed, settings):
+def test_prune_api_dry_run_and_queue(
+    superuser_client, five_installed, settings, django_capture_on_commit_callbacks
+):
     from django_q.models import OrmQ
 
     settings.MODELS_MAX_BYTES = 35 * KB
@@ -135,9 +158,10 @@ def test_prune_api_dry_run_and_queue(superuser_client, five_installed, settings)
     assert [i["model"] for i in dry.json()["removals"]] == ["m0", "m1"]
     assert dry.json()["bytes_to_free"] == 20 * KB
     assert OrmQ.objects.count() == 0
-    real = superuser_client.post(
-        f"{API}/cache/prune", {"dry_run": False}, content_type="application/json"
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        real = superuser_client.post(
+            f"{API}/cache/prune", {"dry_run": False}, content_type="application/json"
+        )
     assert real.status_code == 202 and OrmQ.objects.count() == 1
 
 
@@ -151,7 +175,9 @@ def test_prune_command(five_installed, settings, capsys):
     assert Installation.objects.count() == 4
 
 
-def test_prune_admin_action_shows_the_plan_then_queues(superuser_client, five_installed, settings):
+def test_prune_admin_action_shows_the_plan_then_queues(
+    superuser_client, five_installed, settings, django_capture_on_commit_callbacks
+):
     from django_q.models import OrmQ
 
     settings.MODELS_MAX_BYTES = 45 * KB
@@ -161,9 +187,11 @@ def test_prune_admin_action_shows_the_plan_then_queues(superuser_client, five_in
     ).content.decode()
     assert "<code>m0</code>" in page and "least recently used" in page
     assert OrmQ.objects.count() == 0
-    superuser_client.post(
-        url, {"action": "prune_store", "_selected_action": [five_installed[0].pk], "confirm": "yes"}
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        superuser_client.post(
+            url,
+            {"action": "prune_store", "_selected_action": [five_installed[0].pk], "confirm": "yes"},
+        )
     assert OrmQ.objects.count() == 1
 
 
@@ -181,7 +209,7 @@ def test_pinning_through_api_and_admin(superuser_client, five_installed, setting
     )
     assert response.json() == {"model": "m0", "pinned": True}
     settings.MODELS_MAX_BYTES = 45 * KB
-    assert [i.model for i in services.prune_run(dry_run=True).removals] == ["m1"]
+    assert [i.model for i in services.prune_plan().removals] == ["m1"]
     inst = Installation.objects.get(model__key="m1")
     superuser_client.post(
         reverse("admin:models_app_installation_changelist"),

@@ -179,7 +179,8 @@ def test_cache_summary_reads_the_last_scan_without_walking(
     def no_walk(*args, **kwargs):
         raise AssertionError("a read walked the store")
 
-    monkeypatch.setattr("models_app.store.store_scan", no_walk)
+    monkeypatch.setattr("models_app.store.adapter.store_scan", no_walk)
+    monkeypatch.setattr("models_app.store.adapter.repo_scan", no_walk)
     summary = selectors.cache_summary()
     assert summary["unmanaged_bytes"] == 100
     assert summary["free_disk_bytes"] > 0

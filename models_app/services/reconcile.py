@@ -1,19 +1,25 @@
-"""Installed state: reconcile the database with the models store on disk."""
+"""Reconcile installed state with the models store on disk: the whole store, or some repos.
+
+The full rescan runs at start, on the schedule and from the button; after an operation
+only the repo folders it touched are read, and the cache figures are the last scan's
+with those folders' share replaced.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from .. import store
 from ..models import EventKind, Installation, Model, StoreLocation, StoreScan, UnmanagedRepo
-from ..selectors import busy_model_ids
+from ..selectors import busy_model_ids, latest_scan
+from ..store import StoreReport, get_store, pick_snapshot, repo_folder
 from .events import event_record, store_change_publish
+
+SCAN_HISTORY = 50
 
 
 @dataclass
@@ -32,28 +38,43 @@ class ReconcileResult:
         )
 
 
-def _scan_locations() -> list[tuple[str, Path]]:
-    locations = [(StoreLocation.PRIMARY, settings.MODELS_HUB_DIR)]
-    legacy = settings.LEGACY_HUB_DIR
-    if legacy and legacy.is_dir() and legacy.resolve() != settings.MODELS_HUB_DIR.resolve():
-        locations.append((StoreLocation.LEGACY, legacy))
-    return locations
+def _reports(folders: list[str] | None) -> list[tuple[str, StoreReport]]:
+    """Return one report per location: of the whole store, or of these folders only."""
+    store = get_store()
+    if folders is None:
+        return store.scan()
+    merged: dict[str, StoreReport] = {}
+    for folder in folders:
+        for location, report in store.scan_repo_folder(folder):
+            into = merged.setdefault(location, StoreReport(root=report.root))
+            into.repos += report.repos
+            into.partial_files += report.partial_files
+            into.warnings += report.warnings
+    return list(merged.items())
 
 
-def store_reconcile(*, publish: bool = True) -> ReconcileResult:
+def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -> ReconcileResult:
     """Bring Installation, UnmanagedRepo and the cache figures in line with the store on disk.
 
-    The primary store wins over the legacy cache when both hold an entry. Then publish
-    the state of the models it changed and the cache figures, unless `publish` is False:
-    an operation publishes its outcome after its end state instead.
+    `folders` limits it to those repo folders (what one operation touched); without a
+    previous scan to carry the other figures from, it scans the whole store. The primary
+    store wins over the legacy cache when both hold an entry. Then publish the state of
+    the models it changed and the cache figures, unless `publish` is False: an operation
+    publishes its outcome after its end state instead.
     """
     started = time.monotonic()
     now = timezone.now()
-    reports = [(location, store.store_scan(root)) for location, root in _scan_locations()]
+    previous = latest_scan() if folders is not None else None
+    if previous is None or (previous.managed_bytes and not previous.repo_sizes):
+        folders = None  # nothing (or a scan older than repo_sizes) to carry figures from
+    scope = set(folders) if folders is not None else None
+    reports = _reports(folders)
     result = ReconcileResult()
-    models = list(
-        Model.objects.only("id", "key", "repo_id", "revision", "gguf_file", "allow_patterns")
-    )
+    models = Model.objects.only("id", "key", "repo_id", "revision", "gguf_file", "allow_patterns")
+    if scope is not None:
+        repo_ids = [get_store().folder_repo(folder)[1] for folder in scope]
+        models = models.filter(repo_id__in=repo_ids)
+    models = list(models)
     managed_repo_ids = {m.repo_id for m in models}
 
     found: dict[int, dict] = {}
@@ -62,7 +83,7 @@ def store_reconcile(*, publish: bool = True) -> ReconcileResult:
             repo = report.repo(m.repo_id)
             if repo is None:
                 continue
-            snapshot = store.pick_snapshot(repo, m.revision, m.file_patterns)
+            snapshot = pick_snapshot(repo, m.revision, m.file_patterns)
             if snapshot is None:
                 continue
             files = snapshot.match(m.file_patterns)
@@ -77,17 +98,37 @@ def store_reconcile(*, publish: bool = True) -> ReconcileResult:
             }
             break
 
-    primary = reports[0][1]
-    managed_bytes = sum(r.size_on_disk for r in primary.repos if r.repo_id in managed_repo_ids)
+    primary = dict(reports).get(StoreLocation.PRIMARY) or StoreReport(root=get_store().hub_dir)
+    repo_sizes = {} if scope is None else dict(previous.repo_sizes)
+    for folder in scope or ():
+        repo_sizes.pop(folder, None)
+    for r in primary.repos:
+        if r.repo_type == "model" and r.repo_id in managed_repo_ids:
+            repo_sizes[repo_folder(r.repo_id, r.repo_type)] = r.size_on_disk
     unmanaged = [
         (location, r)
         for location, report in reports
         for r in report.repos
         if r.repo_type != "model" or r.repo_id not in managed_repo_ids
     ]
+    partial_files = [
+        {"path": p.path, "size": p.size, "modified": p.modified.isoformat()}
+        for p in primary.partial_files
+    ]
+    warnings = [w for _, report in reports for w in report.warnings]
+    if scope is not None:
+        # The other folders' partial files and warnings stay as the last scan saw them.
+        partial_files = [
+            p for p in previous.partial_files if p["path"].split("/", 1)[0] not in scope
+        ] + partial_files
+        partial_files.sort(key=lambda p: p["path"])
+        warnings = [w for w in previous.warnings if not any(f in w for f in scope)] + warnings
 
     with transaction.atomic():
-        existing = {i.model_id: i for i in Installation.objects.select_for_update()}
+        installations = Installation.objects.select_for_update()
+        if scope is not None:
+            installations = installations.filter(model__in=[m.id for m in models])
+        existing = {i.model_id: i for i in installations}
         keys = {m.id: m.key for m in models}
         changed = set(existing) ^ set(found)
         changed |= {
@@ -117,7 +158,14 @@ def store_reconcile(*, publish: bool = True) -> ReconcileResult:
             row.delete()
             result.uninstalled.append(keys.get(model_id, str(model_id)))
 
-        UnmanagedRepo.objects.all().delete()
+        stale_unmanaged = UnmanagedRepo.objects.all()
+        if scope is not None:
+            in_scope = Q(pk__in=[])
+            for folder in scope:
+                repo_type, repo_id = get_store().folder_repo(folder)
+                in_scope |= Q(repo_type=repo_type, repo_id=repo_id)
+            stale_unmanaged = stale_unmanaged.filter(in_scope)
+        stale_unmanaged.delete()
         UnmanagedRepo.objects.bulk_create(
             UnmanagedRepo(
                 repo_id=r.repo_id,
@@ -131,26 +179,26 @@ def store_reconcile(*, publish: bool = True) -> ReconcileResult:
             for location, r in unmanaged
         )
         result.unmanaged = [r.repo_id for _, r in unmanaged]
-        result.partial_files = len(primary.partial_files)
-        result.warnings = [w for _, report in reports for w in report.warnings]
+        result.partial_files = len(partial_files)
+        result.warnings = warnings
+        unmanaged_rows = UnmanagedRepo.objects.values_list("location", "size_on_disk")
         result.scan = StoreScan.objects.create(
             scanned_at=now,
-            managed_bytes=managed_bytes,
+            scope="full" if scope is None else ",".join(sorted(scope))[:300],
+            managed_bytes=sum(repo_sizes.values()),
+            repo_sizes=repo_sizes,
             unmanaged_bytes=sum(
-                r.size_on_disk for loc, r in unmanaged if loc == StoreLocation.PRIMARY
+                size for loc, size in unmanaged_rows if loc == StoreLocation.PRIMARY
             ),
-            unmanaged_count=len(unmanaged),
-            partial_bytes=sum(p.size for p in primary.partial_files),
-            partial_files=[
-                {"path": p.path, "size": p.size, "modified": p.modified.isoformat()}
-                for p in primary.partial_files
-            ],
-            warnings=result.warnings,
+            unmanaged_count=len(unmanaged_rows),
+            partial_bytes=sum(p["size"] for p in partial_files),
+            partial_files=partial_files,
+            warnings=warnings,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
         # Keep a short history; reads only ever look at the newest row.
-        stale = StoreScan.objects.order_by("-scanned_at", "-id").values_list("id", flat=True)[50:]
-        StoreScan.objects.filter(id__in=list(stale)).delete()
+        stale = StoreScan.objects.order_by("-scanned_at", "-id").values_list("id", flat=True)
+        StoreScan.objects.filter(id__in=list(stale[SCAN_HISTORY:])).delete()
         if result.installed or result.uninstalled:
             event_record(
                 kind=EventKind.RECONCILED,
