@@ -36,6 +36,7 @@ separate processes on this machine.
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import multiprocessing
 import os
@@ -54,27 +55,25 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests package: the hub server and the wait helpers
+
+from tests.processes import free_port, wait_for_url, wait_until  # noqa: E402
+
 PY = sys.executable
 DOWNLOADS = 4
 FILE = "model.safetensors"
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout} s")
+def cluster_processes(run: subprocess.Popen) -> int:
+    """Return how many processes the qcluster that `manage.py run` started has under it."""
+    try:
+        for child in psutil.Process(run.pid).children():
+            if "qcluster" in " ".join(child.cmdline()):
+                return len(child.children(recursive=True))
+    except psutil.Error:  # a process that ended between the listing and the look
+        pass
+    return 0
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -136,20 +135,30 @@ async def ws_receive(reader, writer) -> dict | None:
                 return json.loads(b"".join(parts))
 
 
-def websocket_clients(ports, cookie, clients, ready, stop, results) -> None:
-    """Hold `clients` connections; record every operation message; report when told to stop."""
+def websocket_clients(ports, cookie, clients, ready, settled, stop, results) -> None:
+    """Hold `clients` connections; record every operation message; report when told to stop.
 
-    async def one(n: int, record: dict):
+    Set `ready` once every client has connected (or failed to), and `settled` once each
+    connected one has had every download's end state and the model and cache messages
+    that follow it.
+    """
+
+    async def one(n: int, record: dict, arrived: asyncio.Event):
         port = ports[n % len(ports)]
+        connected = False
         try:
             reader, writer = await ws_connect(port, cookie)
             snapshot = await asyncio.wait_for(ws_receive(reader, writer), 30)
             assert snapshot and snapshot["type"] == "snapshot"
+            connected = True
         except Exception as exc:
             record["errors"].append(f"client {n}: connect: {exc!r}")
+        record["connected"] += connected
+        if record["connected"] + len(record["errors"]) >= clients:
+            arrived.set()  # the last one in: every client has connected or failed to
+        if not connected:
             return
-        record["connected"] += 1
-        seen = set()
+        seen, ended, owed = set(), set(), []  # owed: the messages an end state still awaits
         try:
             while True:
                 message = await ws_receive(reader, writer)
@@ -159,8 +168,17 @@ def websocket_clients(ports, cookie, clients, ready, stop, results) -> None:
                     return
                 record["counts"][message["type"]] = record["counts"].get(message["type"], 0) + 1
                 if message["type"] != "operation":
+                    for types in owed:
+                        types.discard(message["type"])
+                    record["settled"] += sum(1 for types in owed if not types)
+                    owed = [types for types in owed if types]
+                    if record["settled"] >= record["connected"] * DOWNLOADS:
+                        settled.set()
                     continue
                 op = message["operation"]
+                if op["state"] in TERMINAL and op["id"] not in ended:
+                    ended.add(op["id"])
+                    owed.append({"model", "cache"})
                 key = json.dumps(op, sort_keys=True)
                 if key in seen:
                     record["duplicates"] += 1
@@ -175,16 +193,19 @@ def websocket_clients(ports, cookie, clients, ready, stop, results) -> None:
             record["errors"].append(f"client {n}: {exc!r}")
 
     async def main():
-        record = {"errors": [], "connected": 0, "duplicates": 0, "ops": [], "counts": {}}
+        record = {
+            "errors": [], "connected": 0, "duplicates": 0, "ops": [], "counts": {}, "settled": 0,
+        }  # fmt: skip
+        arrived = asyncio.Event()
         tasks = []
         for n in range(clients):
-            tasks.append(asyncio.create_task(one(n, record)))
+            tasks.append(asyncio.create_task(one(n, record, arrived)))
             await asyncio.sleep(0.01)  # a page load at a time, not a thundering herd
-        while record["connected"] + len(record["errors"]) < clients:
-            await asyncio.sleep(0.05)
+        # The parent bounds both waits: it gives the clients 120 s to connect, and sets
+        # `stop` when it is done (or fails), whatever happened.
+        await arrived.wait()
         ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(stop.wait)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -298,7 +319,7 @@ def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> 
     ]  # fmt: skip
     figures = {}
     try:
-        wait_http(f"http://127.0.0.1:{ports[0]}/admin/login/")
+        wait_for_url(f"http://127.0.0.1:{ports[0]}/admin/login/", timeout=60, proc=procs[0])
         figures["web_processes"] = sum(
             "daphne" in " ".join(child.cmdline())
             for child in psutil.Process(procs[0].pid).children(recursive=True)
@@ -311,11 +332,19 @@ def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> 
                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 )
             )  # fmt: skip
-            wait_http(f"http://127.0.0.1:{port}/admin/login/")
-        time.sleep(3)  # let the cluster spawn its workers
+            wait_for_url(f"http://127.0.0.1:{port}/admin/login/", timeout=60, proc=procs[-1])
+        # Its start would weigh on the list-alone baseline, and the downloads would wait.
+        wait_until(
+            lambda: cluster_processes(procs[0]) >= DOWNLOADS + 3,
+            timeout=60,
+            what=f"the qcluster's sentinel, pusher, monitor and {DOWNLOADS} workers",
+            interval=0.2,
+            proc=procs[0],
+        )
 
         ctx = multiprocessing.get_context("fork")
-        ready, stop, ws_results, load_results = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
+        ready, settled, stop = ctx.Event(), ctx.Event(), ctx.Event()
+        ws_results, load_results = ctx.Queue(), ctx.Queue()
         # The list alone first (no websocket, no download): what the live updates add.
         baseline = ctx.Process(
             target=list_load, args=(ports, token, args.rate, args.baseline, load_results)
@@ -325,7 +354,7 @@ def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> 
         baseline.join()
         ws = ctx.Process(
             target=websocket_clients,
-            args=(ports, cookie, args.clients, ready, stop, ws_results),
+            args=(ports, cookie, args.clients, ready, settled, stop, ws_results),
             daemon=True,
         )
         ws.start()
@@ -343,20 +372,24 @@ def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> 
         load.start()
         http = load_results.get()
         load.join()
-        deadline = time.monotonic() + 120
         states = {}
-        while time.monotonic() < deadline:
+
+        def downloads_ended() -> bool:
             try:
-                states = {
-                    i: api(ports[0], token, "GET", f"/operations/{i}")["state"] for i in op_ids
-                }
+                states.update(
+                    {i: api(ports[0], token, "GET", f"/operations/{i}")["state"] for i in op_ids}
+                )
             except OSError as exc:
                 http["errors"].append(f"operation poll: {exc!r}")
-            if states and all(s in TERMINAL for s in states.values()):
-                break
-            time.sleep(0.5)
+            return bool(states) and all(s in TERMINAL for s in states.values())
+
+        # A download that has not ended by then is reported as failed.
+        with contextlib.suppress(TimeoutError):
+            wait_until(downloads_ended, timeout=120, what="the downloads' end", interval=0.5)
         downloads_took = time.monotonic() - started
-        time.sleep(2)  # the end states and the model and cache messages after them
+        # Every client's end states and the model and cache messages after them; a client
+        # still missing one by then is counted in the report's errors.
+        settled.wait(30)
         stop.set()
         record = ws_results.get()
         ws.join()
@@ -495,7 +528,6 @@ def main() -> None:
         "--postgres", default="postgres://postgres@127.0.0.1:5432/modelyard_bench_progress"
     )
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from tests.hub_server import make_repo
 
     # The downloads must outlast the load: size / rate a little over the run.
@@ -511,20 +543,19 @@ def main() -> None:
         hub_port = free_port()
         hub = subprocess.Popen(
             [PY, "tests/hub_server.py", "--root", str(tmp / "repos"), "--port", str(hub_port)],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            cwd=ROOT, stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        for line in hub.stdout:
-            if "listening on" in line:
-                break
         hub_url = f"http://127.0.0.1:{hub_port}"
-        fault = json.dumps({"pattern": FILE, "kind": "throttle", "bytes_per_sec": rate})
-        urllib.request.urlopen(
-            urllib.request.Request(
-                f"{hub_url}/_control/faults", data=fault.encode(), method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-        ).read()  # fmt: skip
         try:
+            # It hashes the repositories' files before it serves.
+            wait_for_url(f"{hub_url}/_control/stats", timeout=120, proc=hub)
+            fault = json.dumps({"pattern": FILE, "kind": "throttle", "bytes_per_sec": rate})
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{hub_url}/_control/faults", data=fault.encode(), method="POST",
+                    headers={"Content-Type": "application/json"},
+                )
+            ).read()  # fmt: skip
             setups = args.setups.split(",")
             if "default" in setups:
                 env = dict(base_env, DATABASE_URL=f"sqlite:///{tmp / 'default.sqlite3'}")

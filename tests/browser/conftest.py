@@ -3,13 +3,12 @@
 Never `playwright install`: the browser is the system one, found with `command -v chromium`.
 """
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from tests.factories import UserFactory
-from tests.processes import child_env, free_port
+from tests.processes import child_env, free_port, wait_for_url
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
@@ -46,22 +45,18 @@ def live_system(hub, settings, isolated_store, transactional_db):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/admin/login/", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the live system did not start") from None
-            time.sleep(0.2)
-    yield base
-    os.killpg(proc.pid, signal.SIGINT)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        wait_for_url(f"{base}/admin/login/", timeout=60, proc=proc)
+        yield base
+    finally:
+        # Also when it never answered: its own session would outlive the test run.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Collection, preference and LLM-config services: type rules, duplicates, the delete race."""
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -11,6 +10,7 @@ from collections_app.models import Collection, LLMConfig, UserPreference
 from models_app.errors import Incompatible, InvalidInput, NotFound
 from models_app.models import Model
 from tests.factories import CollectionFactory, LLMConfigFactory, ModelFactory, UserFactory
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -254,7 +254,18 @@ def test_collection_write_waits_for_a_model_delete_holding_the_lock(models, acti
     results = []
     writer = _in_thread(write, results)
     writer.start()
-    time.sleep(0.5)
+
+    def writer_waits_on_a_lock() -> bool:
+        # PostgreSQL names the backends that wait on a lock another holds; the only other
+        # connections here are the deleter (idle in its transaction) and the writer.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND cardinality(pg_blocking_pids(pid)) > 0"
+            )
+            return cursor.fetchone()[0] > 0
+
+    wait_until(writer_waits_on_a_lock, timeout=10, what="the writer to wait on the row lock")
     assert writer.is_alive(), results  # blocked on the model row the delete holds
     release.set()
     deleter.join(10)

@@ -5,8 +5,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -16,6 +14,7 @@ from django.core.management import call_command
 
 from models_app.models import ApiToken, token_digest
 from tests.factories import UserFactory
+from tests.processes import ProcessExited, free_port, wait_for_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,14 +64,6 @@ def test_ensure_superuser_generates_and_prints_a_password_once(settings, capsys)
     assert get_user_model().objects.get(username="admin").check_password(password)
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _migrated_run_env(tmp_path, **extra) -> dict:
     """Return the environment of a `manage.py run` on a fresh, migrated SQLite file."""
     env = dict(
@@ -90,22 +81,16 @@ def _migrated_run_env(tmp_path, **extra) -> dict:
 def test_run_starts_daphne_and_a_worker_and_ctrl_c_stops_both(tmp_path):
     env = _migrated_run_env(tmp_path, Q_WORKERS="1", WEB_PROCESSES="2")
     manage = [sys.executable, "manage.py"]
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*manage, "run", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/") as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "daphne did not answer within 60 s"
-                time.sleep(0.3)
+        try:
+            wait_for_url(f"http://127.0.0.1:{port}/admin/login/", timeout=60, proc=proc)
+        except ProcessExited as exc:
+            raise AssertionError(f"{exc}:\n{proc.stdout.read()}") from None
         children = psutil.Process(proc.pid).children(recursive=True)
         cmdlines = [" ".join(c.cmdline()) for c in children]
         daphnes = [c for c in children if "daphne" in " ".join(c.cmdline())]

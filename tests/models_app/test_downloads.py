@@ -12,8 +12,9 @@ from huggingface_hub import hf_hub_download, scan_cache_dir
 from models_app import services
 from models_app.errors import AlreadyRunning, InvalidState
 from models_app.models import Event, Installation, Operation
-from models_app.services.execution import operation_run
+from models_app.engine import operation_run
 from tests.factories import ModelFactory, OperationFactory
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -215,10 +216,11 @@ def test_cancel_stops_within_a_second_and_keeps_the_partial(hub, embed, isolated
 
     t = threading.Thread(target=worker)
     t.start()
-    deadline = time.monotonic() + 10
-    while Operation.objects.get(pk=op.pk).bytes_done < 200_000:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(
+        lambda: Operation.objects.get(pk=op.pk).bytes_done >= 200_000,
+        timeout=10,
+        what="200 kB of progress",
+    )
     services.operation_cancel(operation=op)
     asked = time.monotonic()
     t.join(timeout=10)
@@ -261,7 +263,7 @@ def test_retry_refused_while_another_operation_is_active(embed):
 def test_progress_is_written_and_published(hub, embed, settings, monkeypatch):
     published = []
     monkeypatch.setattr(
-        "models_app.services.downloads.operation_publish",
+        "models_app.services.progress.operation_publish",
         lambda op: published.append(op.bytes_done),
     )
     hub.add_fault("model.safetensors", "throttle", bytes_per_sec=3_000_000)
@@ -300,8 +302,12 @@ def test_reaped_worker_stops_without_overwriting(hub, embed, settings):
 
     t = threading.Thread(target=worker)
     t.start()
-    while Operation.objects.get(pk=op.pk).state != "running":
-        time.sleep(0.02)
+    wait_until(
+        lambda: Operation.objects.get(pk=op.pk).state == "running",
+        timeout=10,
+        what="the worker to start",
+        interval=0.02,
+    )
     Operation.objects.filter(pk=op.pk).update(
         heartbeat_at=timezone.now() - timezone.timedelta(hours=1)
     )

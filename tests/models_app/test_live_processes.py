@@ -25,7 +25,7 @@ from django.test import Client
 
 from models_app.services import api_token_create
 from tests.factories import ModelFactory, UserFactory
-from tests.processes import child_env, free_port
+from tests.processes import child_env, free_port, wait_for_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,15 +112,32 @@ async def collect_until_end(client: WebsocketClient, op_id, timeout: float) -> l
         got.append((time.monotonic(), message))
         op = message.get("operation") or {}
         if op.get("id") == op_id() and op.get("state") in TERMINAL:
-            # The end state is followed by the model and cache messages: take them too.
-            tail_end = time.monotonic() + 1.0
-            while (left := tail_end - time.monotonic()) > 0:
-                try:
-                    message = await asyncio.wait_for(client.receive(), left)
-                except TimeoutError:
-                    break
-                got.append((time.monotonic(), message))
+            return got + await collect_tail(client)
+
+
+async def collect_tail(client: WebsocketClient, *, quiet: float = 1.0, timeout: float = 10):
+    """Return what follows an end state: its model and cache messages, and `quiet` s more.
+
+    Waiting for those two messages (up to `timeout`) rather than a fixed time keeps a slow
+    machine from cutting them off; the quiet second after them is where a late second copy
+    of an update (the relay's, in the default setup) would show, which the checks forbid.
+    """
+    got, types = [], set()
+    end = time.monotonic() + timeout
+    settled = False
+    while True:
+        if not settled and {"model", "cache"} <= types:
+            settled, end = True, time.monotonic() + quiet
+        left = end - time.monotonic()
+        if left <= 0:
+            return got  # without them: check_stream names what arrived
+        try:
+            message = await asyncio.wait_for(client.receive(), left)
+        except TimeoutError:
             return got
+        assert message is not None, "the server closed the connection"
+        got.append((time.monotonic(), message))
+        types.add(message["type"])
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -147,16 +164,8 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # a worker the cluster did not reap
 
 
-def wait_http(port: int, proc: subprocess.Popen, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=2):
-                return
-        except OSError:
-            assert proc.poll() is None, f"the server on port {port} exited"
-            assert time.monotonic() < deadline, f"port {port} did not answer in {timeout} s"
-            time.sleep(0.2)
+def wait_http(port: int, proc: subprocess.Popen) -> None:
+    wait_for_url(f"http://127.0.0.1:{port}/admin/login/", timeout=40, proc=proc)
 
 
 def api_download(port: int, token: str, key: str) -> dict:

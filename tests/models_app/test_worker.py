@@ -5,20 +5,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from models_app import services
 from models_app.models import Event, Installation, Operation
 from tests.factories import ModelFactory
-from tests.processes import child_env
+from tests.processes import child_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 8 * 1024 * 1024
+STALE = 1  # OPERATION_HEARTBEAT_STALE of the second worker, in seconds
 
 
 def start_cluster(settings, **extra) -> subprocess.Popen:
@@ -40,16 +42,6 @@ def stop_cluster(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
             proc.wait()
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigkilled_worker_is_reaped_and_a_new_worker_resumes(hub, settings, isolated_store):
     model = ModelFactory(
         key="slow-embed", repo_id="acme/slow-embed", allow_patterns=["*.json", "*.safetensors"]
@@ -59,8 +51,12 @@ def test_sigkilled_worker_is_reaped_and_a_new_worker_resumes(hub, settings, isol
 
     first = start_cluster(settings)
     try:
-        wait_for(
-            lambda: Operation.objects.get(pk=op.pk).bytes_done > 0.4 * SIZE, 60, "40% progress"
+        wait_until(
+            lambda: Operation.objects.get(pk=op.pk).bytes_done > 0.4 * SIZE,
+            timeout=60,
+            what="40% progress",
+            interval=0.1,
+            proc=first,
         )
     finally:
         stop_cluster(first, signal.SIGKILL)
@@ -68,18 +64,33 @@ def test_sigkilled_worker_is_reaped_and_a_new_worker_resumes(hub, settings, isol
     assert killed_at.state == "running"  # nobody told the database
     assert list(isolated_store.rglob("*.incomplete"))
 
-    # A worker that starts reaps at once; a 1 s threshold keeps the test short.
-    time.sleep(1.2)
+    # A worker that starts reaps at once; a 1 s threshold keeps the test short. Start it
+    # once the last heartbeat is older than that, as the reaper compares it.
+    wait_until(
+        lambda: Operation.objects.filter(
+            pk=op.pk, heartbeat_at__lt=timezone.now() - timedelta(seconds=STALE)
+        ).exists(),
+        timeout=30,
+        what=f"the heartbeat to be {STALE} s old",
+    )
     hub.clear_faults()
-    second = start_cluster(settings, OPERATION_HEARTBEAT_STALE="1")
+    second = start_cluster(settings, OPERATION_HEARTBEAT_STALE=str(STALE))
     try:
-        wait_for(lambda: Operation.objects.get(pk=op.pk).state == "interrupted", 60, "the reaper")
+        wait_until(
+            lambda: Operation.objects.get(pk=op.pk).state == "interrupted",
+            timeout=60,
+            what="the reaper",
+            interval=0.1,
+            proc=second,
+        )
         assert Event.objects.filter(kind="interrupted", operation=op).exists()
         services.operation_retry(operation=op)
-        wait_for(
+        wait_until(
             lambda: Operation.objects.get(pk=op.pk).state in ("succeeded", "failed"),
-            60,
-            "the retried download",
+            timeout=60,
+            what="the retried download",
+            interval=0.1,
+            proc=second,
         )
     finally:
         stop_cluster(second)
