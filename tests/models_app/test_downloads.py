@@ -10,9 +10,9 @@ from django.utils import timezone
 from huggingface_hub import hf_hub_download, scan_cache_dir
 
 from models_app import services
+from models_app.engine import operation_run
 from models_app.errors import AlreadyRunning, InvalidState
 from models_app.models import Event, Installation, Operation
-from models_app.engine import operation_run
 from tests.factories import ModelFactory, OperationFactory
 from tests.processes import wait_until
 
