@@ -164,7 +164,7 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
-# Downloads and operations (issue 3). Sizes in bytes, times in seconds.
+# Downloads and operations. Sizes in bytes, times in seconds.
 DOWNLOAD_DISK_RESERVE = env.int("DOWNLOAD_DISK_RESERVE", default=1024**3)
 DOWNLOAD_RETRY_ATTEMPTS = env.int("DOWNLOAD_RETRY_ATTEMPTS", default=5)
 DOWNLOAD_RETRY_BASE_DELAY = env.float("DOWNLOAD_RETRY_BASE_DELAY", default=1.0)
@@ -177,7 +177,7 @@ OPERATION_PROGRESS_INTERVAL = env.float("OPERATION_PROGRESS_INTERVAL", default=0
 OPERATION_HEARTBEAT_STALE = env.int("OPERATION_HEARTBEAT_STALE", default=60)
 PARTIAL_MAX_AGE = env.int("PARTIAL_MAX_AGE", default=24 * 3600)
 
-# Disk policy (issue 4): a quota for the store, a floor of free disk, pruning.
+# Disk policy: a quota for the store, a floor of free disk, pruning.
 MODELS_MAX_BYTES = env.int("MODELS_MAX_BYTES", default=0) or None
 MIN_FREE_BYTES = env.int("MIN_FREE_BYTES", default=0)
 AUTO_PRUNE = env.bool("AUTO_PRUNE", default=False)

@@ -137,7 +137,3 @@ def request_headers(*, token: str | None) -> dict[str, str]:
 def http_session() -> httpx2.Client:
     """Return huggingface_hub's shared HTTP client (its proxy and TLS settings)."""
     return get_session()
-
-
-def file_url(*, repo_id: str, path: str, commit_hash: str, endpoint: str) -> str:
-    return hf_hub_url(repo_id, path, revision=commit_hash, endpoint=endpoint)

@@ -149,3 +149,32 @@ def test_non_superuser_token_cannot_use_the_api():
     raw = api_token_create(user=UserFactory(), name="x")[1]
     response = Client(headers={"Authorization": f"Bearer {raw}"}).get("/api/v1/models")
     assert response.status_code == 403
+
+
+def test_token_revoked_in_admin_goes_through_the_service(superuser_client, superuser, monkeypatch):
+    from models_app import services
+
+    token, raw = services.api_token_create(user=superuser, name="ci")
+    calls = []
+    real = services.api_token_set_revoked
+    monkeypatch.setattr(
+        services, "api_token_set_revoked", lambda **kw: calls.append(kw) or real(**kw)
+    )
+    response = superuser_client.post(
+        reverse("admin:models_app_apitoken_change", args=[token.pk]), {"revoked": "on"}
+    )
+    assert response.status_code == 302
+    assert [c["revoked"] for c in calls] == [True]
+    stored = ApiToken.objects.get(pk=token.pk)
+    assert stored.revoked and stored.name == "ci" and stored.digest == token.digest
+    api = Client(headers={"Authorization": f"Bearer {raw}"})
+    assert api.get("/api/v1/models").status_code == 401
+
+
+def test_operations_admin_lists_a_prune_with_its_deletes(superuser_client):
+    from models_app.models import Operation
+
+    prune = Operation.objects.create(kind="prune", state="succeeded")
+    Operation.objects.create(model=ModelFactory(key="gone"), kind="delete", parent=prune)
+    html = superuser_client.get(reverse("admin:models_app_operation_changelist")).content.decode()
+    assert "the models store" in html and "gone" in html
