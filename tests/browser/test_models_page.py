@@ -6,7 +6,7 @@ import pytest
 
 from models_app import services
 from models_app.models import Installation, Operation
-from models_app.services.installed import store_reconcile
+from models_app.services.reconcile import store_reconcile
 from tests.browser.conftest import shot
 from tests.factories import CollectionFactory, ModelFactory
 from tests.hub_cache import write_snapshot
