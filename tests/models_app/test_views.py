@@ -521,3 +521,32 @@ def test_admin_operation_list_has_live_progress_cells(superuser_client, catalog)
 def test_admin_model_page_links_to_the_card(superuser_client, catalog):
     html = superuser_client.get(f"/admin/models_app/model/{catalog['qwen'].pk}/change/").content
     assert b'href="/settings/models/?type=llm#model-qwen2.5-7b-q4"' in html
+
+
+# --- a prune is shown in the header, and cancelled from there ----------------------------
+
+
+def test_a_running_prune_shows_in_the_header_and_cancels_from_it(superuser_client):
+    prune = Operation.objects.create(
+        kind="prune", state="running", bytes_done=1024, bytes_total=4096
+    )
+    header = superuser_client.get("/settings/models/header/").content.decode()
+    line = header[header.index('data-testid="store-operation"') :]
+    assert f'data-operation-id="{prune.pk}"' in line
+    assert "Prune of the models store: running, 1.0\xa0KB of 4.0\xa0KB freed" in line
+    response = superuser_client.post(f"/settings/models/operations/{prune.pk}/cancel/", **HTMX)
+    assert response.status_code == 200
+    assert toast(response) == {
+        "level": "info",
+        "message": "Prune of the models store stops after this delete.",
+    }
+    assert "stopping after the current delete" in response.content.decode()
+    assert Operation.objects.get(pk=prune.pk).cancel_requested
+
+
+def test_a_queued_prune_cancelled_from_the_header_ends_at_once(superuser_client):
+    prune = Operation.objects.create(kind="prune", state="queued")
+    response = superuser_client.post(f"/settings/models/operations/{prune.pk}/cancel/", **HTMX)
+    assert toast(response)["message"] == "Prune of the models store cancelled."
+    assert Operation.objects.get(pk=prune.pk).state == "cancelled"
+    assert 'data-testid="store-operation"' not in response.content.decode()
