@@ -185,7 +185,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "model", "model": model})
 
     async def cache_update(self, event):
-        if self.joined and event["cache"] != self.cache:
+        if self.joined and _cache_changed(self.cache, event["cache"]):
             self.cache = event["cache"]
             await self.send_json({"type": "cache", "cache": self.cache})
 
@@ -218,3 +218,21 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 text, stamp = stream.held, stream.held_stamp
                 stream.held = stream.held_stamp = None
                 await self._send_operation(stream, text, stamp)
+
+
+# Free disk moves with every write on the machine: the same scan published twice (by the
+# reconcile and by the relay that sees its row) reads it a few kilobytes apart. The page
+# shows it to a tenth of a unit, so a smaller move alone is not a change worth a message.
+FREE_DISK_JITTER = 1 << 20
+
+
+def _cache_changed(sent: dict | None, new: dict) -> bool:
+    """Return True if the cache figures differ from those sent beyond free-disk jitter."""
+    if sent is None:
+        return True
+    others = {k: v for k, v in new.items() if k != "free_disk_bytes"}
+    if others != {k: v for k, v in sent.items() if k != "free_disk_bytes"}:
+        return True
+    return abs((new.get("free_disk_bytes") or 0) - (sent.get("free_disk_bytes") or 0)) >= (
+        FREE_DISK_JITTER
+    )

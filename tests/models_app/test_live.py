@@ -492,3 +492,13 @@ async def test_a_reconcile_publishes_the_models_it_changed_and_the_cache(
     assert [m["type"] for m in got] == ["model", "cache"], got
     assert got[0]["model"]["key"] == "found-embed" and got[0]["model"]["installed"] is True
     await ws.disconnect()
+
+
+def test_cache_figures_differing_only_by_free_disk_jitter_are_not_resent():
+    from models_app.consumers import FREE_DISK_JITTER, _cache_changed
+
+    sent = {"total_bytes": 128, "free_disk_bytes": 10 * FREE_DISK_JITTER}
+    assert _cache_changed(None, sent)
+    assert not _cache_changed(sent, {**sent, "free_disk_bytes": sent["free_disk_bytes"] - 4096})
+    assert _cache_changed(sent, {**sent, "free_disk_bytes": 8 * FREE_DISK_JITTER})
+    assert _cache_changed(sent, {**sent, "total_bytes": 129})
