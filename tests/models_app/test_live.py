@@ -494,7 +494,7 @@ async def test_a_reconcile_publishes_the_models_it_changed_and_the_cache(
     await ws.disconnect()
 
 
-def test_cache_figures_differing_only_by_free_disk_jitter_are_not_resent():
+async def test_cache_figures_differing_only_by_free_disk_jitter_are_not_resent():
     from models_app.consumers import FREE_DISK_JITTER, _cache_changed
 
     sent = {"total_bytes": 128, "free_disk_bytes": 10 * FREE_DISK_JITTER}
