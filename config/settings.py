@@ -163,6 +163,9 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    # The ORM broker finds a new task by polling: at django-q2's 0.2 s a download waited 89 ms
+    # (median) from its POST to the worker; at 0.05 s, 33 ms, for 3% of a core idle (was 1%).
+    Q_CLUSTER["poll"] = 0.05
 
 # Downloads and operations. Sizes in bytes, times in seconds.
 DOWNLOAD_DISK_RESERVE = env.int("DOWNLOAD_DISK_RESERVE", default=1024**3)
