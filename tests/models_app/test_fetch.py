@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import errno
 import hashlib
@@ -605,3 +606,29 @@ def test_tls_body_is_read_from_the_socket_and_resumed(tls_hub, hub_root, tmp_pat
     assert first is None and resumed.startswith("bytes=")
     assert server.bytes_sent("model.bin") <= 1.05 * b.spec.size
     assert sha256_file(b.final) == sha256_file(source(hub_root, "model.bin"))
+
+
+# ---------------------------------------------------------------------- the package's imports
+
+
+def test_the_package_imports_have_no_cycle():
+    # Read every import, those under TYPE_CHECKING too: the leaf types live in spec.py, which
+    # imports nothing from the package, so no module needs a cycle-breaking trick.
+    package = Path(fetch_transfer.__file__).parent
+    imports = {}
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imports[module.stem] = {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1
+        }
+    assert imports["spec"] == set()
+
+    def reaches(start: str, target: str, seen: frozenset = frozenset()) -> bool:
+        return any(
+            name == target or (name not in seen and reaches(name, target, seen | {name}))
+            for name in imports.get(start, ())
+        )
+
+    assert [name for name in imports if reaches(name, name)] == []
