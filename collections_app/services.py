@@ -230,12 +230,23 @@ def llm_config_set(
     Fields left UNSET keep their value (a new config starts with no description
     and no model). No lock: a config only warns before its model's deletion.
     """
+    name = _llm_config_name(name)
+    changes = _llm_config_changes(description=description, model=model)
+    return LLMConfig.objects.update_or_create(name=name, defaults=changes)
+
+
+def _llm_config_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > LLM_CONFIG_NAME_MAX_LENGTH:
         raise InvalidInput(
             f"An LLM config name must have 1 to {LLM_CONFIG_NAME_MAX_LENGTH} characters.",
             details={"field": "name"},
         )
+    return name
+
+
+def _llm_config_changes(*, description, model) -> dict:
+    """Return the checked description and model changes; UNSET ones are left out."""
     changes = {}
     if description is not UNSET:
         if description is None:
@@ -244,7 +255,7 @@ def llm_config_set(
     if model is not UNSET:
         _require_type(model, field="model", expected=ModelType.LLM)
         changes["model"] = model
-    return LLMConfig.objects.update_or_create(name=name, defaults=changes)
+    return changes
 
 
 def llm_config_delete(*, config: LLMConfig) -> None:
@@ -272,22 +283,8 @@ def llm_config_update(
 
     llm_config_set names the config it writes, so it cannot rename one; the admin can.
     """
-    changes = {}
-    if name is not UNSET:
-        name = name.strip()
-        if not name or len(name) > LLM_CONFIG_NAME_MAX_LENGTH:
-            raise InvalidInput(
-                f"An LLM config name must have 1 to {LLM_CONFIG_NAME_MAX_LENGTH} characters.",
-                details={"field": "name"},
-            )
-        changes["name"] = name
-    if description is not UNSET:
-        if description is None:
-            raise InvalidInput("A description cannot be null.", details={"field": "description"})
-        changes["description"] = description
-    if model is not UNSET:
-        _require_type(model, field="model", expected=ModelType.LLM)
-        changes["model"] = model
+    changes = {} if name is UNSET else {"name": _llm_config_name(name)}
+    changes |= _llm_config_changes(description=description, model=model)
     if not changes:
         return config
     try:
