@@ -67,7 +67,7 @@ class StartResult:
 NOTHING_TO_DO = {
     "installed": "{label} is already installed.",
     "not_installed": "{label} is not installed; there is nothing to delete.",
-    "nothing_to_prune": "Nothing to prune: {message}",
+    "nothing_to_prune": "{message}",
 }
 
 

@@ -364,3 +364,17 @@ def test_operation_run_here_refuses_a_busy_target(three_old):
     with pytest.raises(ModelyardError) as caught:
         operation_run_here(kind="prune", plan={})
     assert caught.value.code == "ERR_ALREADY_RUNNING"
+
+
+def test_the_admin_says_when_there_is_nothing_to_prune(superuser_client, three_old, settings):
+    from django.urls import reverse
+
+    settings.MODELS_MAX_BYTES = None
+    response = superuser_client.post(
+        reverse("admin:models_app_model_changelist"),
+        {"action": "prune_store", "_selected_action": [three_old[0].pk], "confirm": "yes"},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "Nothing to prune: the store is within its quota and free-disk floor." in html
+    assert "Nothing to prune: Nothing" not in html and not Operation.objects.exists()
