@@ -110,4 +110,6 @@ def heartbeat_kept(op: Operation, *, every: float | None = None):
         yield
     finally:
         stop.set()
-        thread.join()
+        # Not an unbounded join: on SQLite a beat may be waiting for the write lock that the
+        # block's own transaction holds; it lands (or sees the row ended) once that commits.
+        thread.join(timeout=5)

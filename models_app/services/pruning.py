@@ -192,9 +192,14 @@ def _delete_each(
                 details=_figures(plan, freed),
             )
         model = Model.objects.filter(key=item.model).first()
-        why_not = "no longer in the registry" if model is None else _exemptions().get(model.pk)
+        if model is None:
+            why_not = "no longer in the registry"
+        elif not Installation.objects.filter(model=model, location="primary").exists():
+            why_not = "no longer installed"  # deleted meanwhile, or a retried prune's earlier run
+        else:
+            why_not = _exemptions().get(model.pk)
         if why_not:
-            plan.failed.append(f"{item.model}: kept ({why_not})")
+            plan.failed.append(f"{item.model}: skipped ({why_not})")
             continue
         try:
             state = delete_now(model=model, parent=parent, user=parent.created_by)

@@ -132,7 +132,7 @@ def test_prune_keeps_a_model_pinned_after_the_plan(three_old):
     Installation.objects.filter(model=three_old[0]).update(pinned=True)
     operation_run(operation_id=result.operation.pk)
     prune = Operation.objects.get(pk=result.operation.pk)
-    assert prune.result["removed"] == [] and prune.result["failed"] == ["old0: kept (pinned)"]
+    assert prune.result["removed"] == [] and prune.result["failed"] == ["old0: skipped (pinned)"]
     assert Installation.objects.filter(model=three_old[0]).exists()
 
 
@@ -378,3 +378,16 @@ def test_the_admin_says_when_there_is_nothing_to_prune(superuser_client, three_o
     html = response.content.decode()
     assert "Nothing to prune: the store is within its quota and free-disk floor." in html
     assert "Nothing to prune: Nothing" not in html and not Operation.objects.exists()
+
+
+def test_a_retried_prune_does_not_count_what_its_first_run_removed(three_old, settings):
+    settings.MODELS_MAX_BYTES = 1
+    result, _ = services.prune_start()
+    op = result.operation
+    delete = services.delete_start(model=three_old[0]).operation
+    operation_run(operation_id=delete.pk)  # gone before the prune runs
+    assert operation_run(operation_id=op.pk) == "succeeded"
+    op.refresh_from_db()
+    assert op.result["removed"] == ["old1", "old2"]
+    assert op.result["failed"] == ["old0: skipped (no longer installed)"]
+    assert op.result["bytes_freed"] == 20 * KB
