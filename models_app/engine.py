@@ -9,12 +9,12 @@ below that imports the module so that it registers.
 
 from __future__ import annotations
 
-from .errors import ModelyardError
-from .executors import executor_for
-from .models import Operation, OperationState
+from .errors import InternalError
+from .executors import Execute, executor_for
+from .models import Operation
 from .services import deletion, downloads, pruning  # noqa: F401  (each registers its executor)
 from .services.execution import operation_execute
-from .services.operations import operation_begin, operation_claim, operation_finish
+from .services.operations import operation_begin, operation_claim
 
 
 def operation_run(*, operation_id: int) -> str:
@@ -25,15 +25,7 @@ def operation_run(*, operation_id: int) -> str:
     op = operation_claim(operation_id=operation_id)
     if op is None:
         return "skipped"
-    registered = executor_for(op.kind)
-    if registered is None:
-        operation_finish(
-            operation=op,
-            state=OperationState.FAILED,
-            error=ModelyardError(f"No executor is registered for {op.kind} operations."),
-        )
-        return OperationState.FAILED
-    return operation_execute(operation=op, execute=registered.execute)
+    return operation_execute(operation=op, execute=_execute_of(op.kind))
 
 
 def operation_run_here(*, kind: str, model=None, user=None, plan=None) -> Operation:
@@ -42,10 +34,19 @@ def operation_run_here(*, kind: str, model=None, user=None, plan=None) -> Operat
     The operation is persisted and exclusive like any other, but never enqueued.
     Return it, ended.
     """
-    registered = executor_for(kind)
-    if registered is None:
-        raise ModelyardError(f"No executor is registered for {kind} operations.")
     op = operation_begin(kind=kind, model=model, user=user, plan=plan)
-    operation_execute(operation=op, execute=registered.execute)
+    operation_execute(operation=op, execute=_execute_of(kind))
     op.refresh_from_db()
     return op
+
+
+def _execute_of(kind: str) -> Execute:
+    """Return the registered executor of a kind; without one, an executor that fails."""
+    registered = executor_for(kind)
+    if registered is not None:
+        return registered.execute
+
+    def unregistered(op: Operation) -> dict:
+        raise InternalError(f"No executor is registered for {kind} operations.")
+
+    return unregistered
