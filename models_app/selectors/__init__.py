@@ -27,6 +27,7 @@ from .operations import (
 )
 from .store import (
     cache_summary,
+    installed_in_store,
     latest_scan,
     unmanaged_get,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "collections_count_subquery",
     "current_operations_by_model",
     "default_embedding_matches",
+    "installed_in_store",
     "latest_scan",
     "memory_table",
     "model_get",

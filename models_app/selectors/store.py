@@ -42,6 +42,11 @@ def cache_summary() -> dict:
     }
 
 
+def installed_in_store(*, model) -> bool:
+    """Return True if the model is installed in the models store (not only the legacy cache)."""
+    return Installation.objects.filter(model=model, location="primary").exists()
+
+
 def unmanaged_get(*, repo_pk: int) -> UnmanagedRepo:
     try:
         return UnmanagedRepo.objects.get(pk=repo_pk)

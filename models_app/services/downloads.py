@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from .. import hub
+from .. import hub, selectors
 from ..errors import Cancelled, DiskSpace
 from ..executors import executor
 from ..fetch import BlobSpec, RetryPolicy, fetch_blob
@@ -33,7 +33,7 @@ def download_start(*, model: Model, user=None) -> StartResult:
     """Queue a download of a model unless it is installed (see operation_start)."""
 
     def installed() -> StartResult | None:
-        if Installation.objects.filter(model=model, location="primary").exists():
+        if selectors.installed_in_store(model=model):
             return StartResult(None, False, f"{model.key} is already installed.", "installed")
         return None
 

@@ -114,10 +114,7 @@ def prune_plan(*, need_bytes: int = 0, exclude_model_id: int | None = None) -> P
         min_free=min_free,
         need_bytes=max(0, over_quota, below_floor, need_bytes),
     )
-    plan.partial_files = get_store().stale_partials(
-        older_than=timezone.now() - timedelta(seconds=settings.PARTIAL_MAX_AGE),
-        keep=selectors.active_operation_blobs(),
-    )
+    plan.partial_files = _stale_partials(now=timezone.now())
     exempt = _exemptions()
     candidates = (
         Installation.objects.filter(location="primary")
@@ -194,7 +191,7 @@ def _delete_each(
         model = Model.objects.filter(key=item.model).first()
         if model is None:
             why_not = "no longer in the registry"
-        elif not Installation.objects.filter(model=model, location="primary").exists():
+        elif not selectors.installed_in_store(model=model):
             why_not = "no longer installed"  # deleted meanwhile, or a retried prune's earlier run
         else:
             why_not = _exemptions().get(model.pk)
@@ -260,19 +257,21 @@ def prune_for_room(*, need_bytes: int, parent: Operation, on_step: Callable[[], 
     return freed
 
 
+def _stale_partials(*, now) -> list[str]:
+    """Return the partial files older than PARTIAL_MAX_AGE that no active operation resumes."""
+    return get_store().stale_partials(
+        older_than=now - timedelta(seconds=settings.PARTIAL_MAX_AGE),
+        keep=selectors.active_operation_blobs(),
+    )
+
+
 def partials_cleanup(*, now=None, publish: bool = True) -> list[str]:
     """Remove partial files older than PARTIAL_MAX_AGE that no active operation will resume.
 
     The folders they were in are reconciled, so the cache figures stop counting them.
     """
     now = now or timezone.now()
-    store = get_store()
-    removed = store.partials_remove(
-        store.stale_partials(
-            older_than=now - timedelta(seconds=settings.PARTIAL_MAX_AGE),
-            keep=selectors.active_operation_blobs(),
-        )
-    )
+    removed = get_store().partials_remove(_stale_partials(now=now))
     if removed:
         logger.info("removed %d stale partial files", len(removed))
         store_reconcile(
