@@ -112,9 +112,7 @@ def operation_start(
                 Model.objects.select_for_update().filter(pk=model.pk).first()
             active = _active_on(model=model, kind=kind)
             if active is not None:
-                if active.kind == kind:
-                    return StartResult(active, False, f"{kind.title()} already {active.state}.")
-                raise _conflict(active, kind)
+                return _same_kind_or_conflict(active, kind)
             if unless is not None and (nothing := unless()) is not None:
                 return nothing
             op = Operation.objects.create(
@@ -129,9 +127,7 @@ def operation_start(
         active = _active_on(model=model, kind=kind)
         if active is None:
             raise
-        if active.kind == kind:
-            return StartResult(active, False, f"{kind.title()} already {active.state}.")
-        raise _conflict(active, kind) from None
+        return _same_kind_or_conflict(active, kind)
     op.model = model
     operation_publish(op)
     return StartResult(op, True, f"{kind.title()} of {op.target} queued.")
@@ -184,6 +180,13 @@ def operation_begin(
     op.model = model
     operation_publish(op)
     return op
+
+
+def _same_kind_or_conflict(active: Operation, kind: str) -> StartResult:
+    """Return the active operation as the answer to a start of its kind; else refuse."""
+    if active.kind == kind:
+        return StartResult(active, False, f"{kind.title()} already {active.state}.")
+    raise _conflict(active, kind)
 
 
 def _active_on(*, model: Model | None, kind: str) -> Operation | None:
