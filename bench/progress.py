@@ -76,6 +76,65 @@ def cluster_processes(run: subprocess.Popen) -> int:
     return 0
 
 
+def machine_before(name: str, seconds: float = 3.0) -> dict:
+    """Print and return the machine's idle CPU and the busy or left-over processes now.
+
+    Measured before each setup starts: a setup measured while another one's processes (or
+    anything else) still run shares the two cores with them, and its figures say so.
+    """
+    me = psutil.Process()
+    ours = {me.pid, *(p.pid for p in me.children(recursive=True))}
+    procs = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            proc.cpu_percent(None)  # the first call only starts the count
+            procs.append(proc)
+    idle = 100.0 - psutil.cpu_percent(interval=seconds)
+    busy, leftover = [], []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            cpu = proc.cpu_percent(None)
+            line = " ".join(proc.info["cmdline"] or [proc.info["name"] or "?"])[:90]
+            if proc.pid not in ours and any(
+                word in line for word in ("daphne", "qcluster", "manage.py", "hub_server")
+            ):
+                leftover.append(f"{proc.pid} {line}")
+            elif cpu >= 2.0 and proc.pid not in ours:
+                busy.append(f"{proc.pid} {cpu:.0f}% {line}")
+    print(f"{name}: before the setup, the machine was {idle:.0f}% idle over {seconds:.0f} s")
+    for line in leftover:
+        print(f"  left over from an earlier run: {line}")
+    for line in busy:
+        print(f"  busy: {line}")
+    return {"idle_before": idle, "leftover": leftover, "busy": busy}
+
+
+def stop_tree(procs: list[subprocess.Popen], timeout: float = 30.0) -> list[str]:
+    """Stop the setup's processes (SIGINT, as Ctrl-C) and make sure none of their tree is left.
+
+    Returns what had to be killed after `timeout`: a setup never leaves a process that the
+    next one would be measured beside.
+    """
+    tree = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            tree += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for proc in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(2)
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    killed = []
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            killed.append(f"{proc.pid} {' '.join(proc.cmdline())[:90]}")
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+    return killed
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -288,6 +347,7 @@ print(api_token_create(user=user, name="bench")[1], session.session_key)
 
 
 def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> dict:
+    before = machine_before(name)  # before this setup starts anything
     env = dict(
         env,
         MODELS_DIR=str(tmp / f"models-{name}"),
@@ -317,7 +377,7 @@ def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> 
             stdout=log, stderr=subprocess.STDOUT,
         )
     ]  # fmt: skip
-    figures = {}
+    figures = dict(before)
     try:
         wait_for_url(f"http://127.0.0.1:{ports[0]}/admin/login/", timeout=60, proc=procs[0])
         figures["web_processes"] = sum(
@@ -401,13 +461,9 @@ def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> 
     finally:
         if "stop" in locals():
             stop.set()
-        for proc in reversed(procs):
-            proc.send_signal(2)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stopping = time.monotonic()
+        figures["killed"] = stop_tree(procs)
+        figures["stop_seconds"] = time.monotonic() - stopping
 
     log.close()
     server_errors = sum(
@@ -491,6 +547,17 @@ def report(results: dict, args) -> None:
             "",
         ),
         ("downloads took (s)", lambda f: f"{f['downloads_took']:.0f}", ""),
+        ("machine idle before the setup (%)", lambda f: f"{f['idle_before']:.0f}", ""),
+        (
+            "processes before (left over / busy)",
+            lambda f: f"{len(f['leftover'])} / {len(f['busy'])}",
+            "0 / 0",
+        ),
+        (
+            "stop took (s); killed after 30 s",
+            lambda f: f"{f['stop_seconds']:.1f}; {len(f['killed'])}",
+            "",
+        ),
         ("errors", lambda f: f"{f['errors']}", "0"),
     ]
     width = 42

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from ..models import Event, Model, Operation
 
@@ -107,9 +108,21 @@ def cache_event() -> dict:
     return {"type": "cache.update", "cache": cache_payload()}
 
 
-def _group_send(events: list[dict]) -> None:
+def _group_send(build: Callable[[], list[dict]]) -> None:
+    """Build the events and send them to the live group, if anyone can hear them here.
+
+    An in-memory layer reaches only this process's consumers. In a worker or a command
+    none is joined (each web process's relay reads the change from the database), so
+    neither the payloads (queries) nor the send (a thread and an event loop per call)
+    are paid for nothing.
+    """
     layer = get_channel_layer()
-    if layer is None or not events:
+    if layer is None or (
+        isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(OPERATIONS_GROUP)
+    ):
+        return
+    events = build()
+    if not events:
         return
 
     async def send_all():
@@ -122,7 +135,7 @@ def _group_send(events: list[dict]) -> None:
 def operation_publish(op: Operation) -> None:
     """Publish an operation's state to the channel layer; a layer outage never fails the work."""
     try:
-        _group_send([operation_event(op)])
+        _group_send(lambda: [operation_event(op)])
     except Exception:
         logger.warning("could not publish operation %s", op.id, exc_info=True)
 
@@ -130,7 +143,7 @@ def operation_publish(op: Operation) -> None:
 def model_publish(*, model_ids) -> None:
     """Publish the install and active state of models (after a switch, an install, a delete)."""
     try:
-        _group_send(model_events(model_ids=model_ids))
+        _group_send(lambda: model_events(model_ids=model_ids))
     except Exception:
         logger.warning("could not publish models %s", list(model_ids), exc_info=True)
 
@@ -138,7 +151,7 @@ def model_publish(*, model_ids) -> None:
 def store_change_publish(*, model_ids) -> None:
     """Publish the state of these models and the cache figures (after a reconcile)."""
     try:
-        _group_send([*model_events(model_ids=model_ids), cache_event()])
+        _group_send(lambda: [*model_events(model_ids=model_ids), cache_event()])
     except Exception:
         logger.warning("could not publish the store change of %s", list(model_ids), exc_info=True)
 

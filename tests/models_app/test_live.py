@@ -502,3 +502,32 @@ async def test_cache_figures_differing_only_by_free_disk_jitter_are_not_resent()
     assert not _cache_changed(sent, {**sent, "free_disk_bytes": sent["free_disk_bytes"] - 4096})
     assert _cache_changed(sent, {**sent, "free_disk_bytes": 8 * FREE_DISK_JITTER})
     assert _cache_changed(sent, {**sent, "total_bytes": 129})
+
+
+def _publish_everything(op) -> int:
+    """Publish an operation, its models and the store change; return the queries it made."""
+    from django.test.utils import CaptureQueriesContext
+
+    from models_app.services.events import model_publish, store_change_publish
+
+    with CaptureQueriesContext(connections["default"]) as queries:
+        operation_publish(op)
+        model_publish(model_ids=[op.model_id])
+        store_change_publish(model_ids=[op.model_id])
+    return len(queries)
+
+
+async def test_a_publish_where_no_consumer_listens_costs_no_query(root_cookie):
+    # A worker's or a command's in-memory layer has no consumer: the relay of each web
+    # process reads the change from the database, so the payloads are not built.
+    op = await database_sync_to_async(running_op)()
+    op = await database_sync_to_async(Operation.objects.get)(pk=op.pk)  # model not selected
+    assert await database_sync_to_async(_publish_everything)(op) == 0
+    # With a consumer joined in this process, the same calls build and send.
+    ws, _ = await connected(root_cookie)
+    assert await database_sync_to_async(_publish_everything)(op) > 0
+    kinds = set()
+    while not await ws.receive_nothing(timeout=0.3):
+        kinds.add((await ws.receive_json_from())["type"])
+    assert "model" in kinds  # the cache figures are the snapshot's: the consumer drops them
+    await ws.disconnect()
