@@ -21,6 +21,7 @@ from ..executors import executor
 from ..fetch import BlobSpec, RetryPolicy, fetch_blob
 from ..models import Installation, Model, Operation, OperationKind
 from ..store import get_store, repo_folder
+from .cancellation import download_partials_discard
 from .operations import StartResult, operation_start
 from .progress import LostOwnership, ProgressReporter
 from .pruning import prune_for_room, prune_would_free
@@ -108,7 +109,34 @@ def _disk_preflight(files: list[hub.PlannedFile], op: Operation, reporter) -> in
 
 @executor(OperationKind.DOWNLOAD)
 def download_execute(op: Operation) -> dict:
-    """Download a model's files into the store; return figures for the completion event."""
+    """Download a model's files into the store; return figures for the completion event.
+
+    A cancel that asked to discard the partial files removes them once every fetch
+    thread has stopped, whatever ended the download (operation_execute then reconciles
+    the repo folder).
+    """
+    try:
+        return _download(op)
+    except LostOwnership:
+        raise  # reaped: the row (and the partial files) may be another worker's by now
+    except Exception as exc:
+        discard = Operation.objects.filter(pk=op.pk).values_list("discard_partial", flat=True)
+        if not discard.first():
+            raise
+        discarded = download_partials_discard(operation=op)
+        if not isinstance(exc, Cancelled):
+            exc_details = getattr(exc, "details", None)
+            if isinstance(exc_details, dict):
+                exc_details.update(discarded)
+            raise
+        n, freed = len(discarded["partial_files_discarded"]), discarded["partial_bytes_discarded"]
+        raise Cancelled(
+            f"Cancelled; {n} partial file{'s' if n != 1 else ''} ({freed:,} bytes) discarded.",
+            details=discarded,
+        ) from None
+
+
+def _download(op: Operation) -> dict:
     model = op.model
     store = get_store()
     policy = retry_policy()
@@ -142,7 +170,6 @@ def download_execute(op: Operation) -> dict:
     session = hub.http_session()
     wire_bytes = 0
     if pending:
-
         def fetch(f: hub.PlannedFile) -> int:
             def on_progress(n: int, blob_id=f.blob_id) -> None:
                 done[blob_id] = n  # one slot per thread: no lock needed
