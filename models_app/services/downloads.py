@@ -66,6 +66,7 @@ def _plan(op: Operation, policy: RetryPolicy, reporter: ProgressReporter) -> hub
         except hub.TRANSIENT as exc:
             if attempt == policy.attempts:
                 raise
+            reporter.retried()
             delay = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
             logger.info("planning %s failed (%s); retry in %.1fs", model.key, exc, delay)
             deadline = time.monotonic() + delay
@@ -170,9 +171,15 @@ def _download(op: Operation) -> dict:
     session = hub.http_session()
     wire_bytes = 0
     if pending:
+        retries = dict.fromkeys(unique, 0)  # further requests of each blob after a fault
+        counted = 0
+
         def fetch(f: hub.PlannedFile) -> int:
             def on_progress(n: int, blob_id=f.blob_id) -> None:
                 done[blob_id] = n  # one slot per thread: no lock needed
+
+            def on_retry(blob_id=f.blob_id) -> None:
+                retries[blob_id] += 1  # one slot per thread, as above
 
             return fetch_blob(
                 session=session,
@@ -190,6 +197,7 @@ def _download(op: Operation) -> dict:
                 policy=policy,
                 on_progress=on_progress,
                 cancel=cancel,
+                on_retry=on_retry,
             )
 
         workers = max(1, min(settings.DOWNLOAD_PARALLEL_FILES, len(pending)))
@@ -203,6 +211,9 @@ def _download(op: Operation) -> dict:
                 )  # fmt: skip
                 if any(f.exception() for f in finished):
                     cancel.set()  # one file failed for good: stop the others, keep partials
+                total_retries = sum(retries.values())
+                reporter.retried(total_retries - counted)  # the fetch threads never write
+                counted = total_retries
                 try:
                     reporter.tick(sum(done.values()), force=not running)
                 except LostOwnership as exc:
