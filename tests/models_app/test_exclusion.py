@@ -317,3 +317,21 @@ def test_selector_names_only_this_models_blobs(fresh):
     _planned(fresh, state="failed")
     OperationFactory(model=other, kind="download", state="running", plan=[{"blob_id": "c" * 64}])
     assert selectors.download_blobs(model=fresh) == {BLOB_A, BLOB_B}
+
+
+@pytest.mark.parametrize("body", ['{"discard_partial": "yes"}', '{"discard_partial": 1}', "{nope"])
+def test_cancel_body_is_strict(superuser_client, fresh, body):
+    op = OperationFactory(model=fresh, kind="download", state="queued")
+    response = superuser_client.post(
+        f"{API}/operations/{op.id}/cancel", body, content_type="application/json"
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "ERR_INVALID")
+    assert response.json()["details"]["errors"]
+    assert Operation.objects.get(pk=op.pk).state == "queued"
+
+
+def test_the_cancel_body_is_in_the_openapi_spec(superuser_client):
+    spec = superuser_client.get(f"{API}/openapi.json").json()
+    body = spec["paths"]["/api/v1/operations/{operation_id}/cancel"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    assert not body["required"] and schema["properties"]["discard_partial"]["type"] == "boolean"
