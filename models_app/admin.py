@@ -263,7 +263,7 @@ class OperationAdmin(ReadOnlyAdmin):
     list_display = [
         "target", "kind", "state", "progress", "error_code", "parent", "created_at", "finished_at",
     ]  # fmt: skip
-    actions = ["cancel_selected", "retry_selected"]
+    actions = ["cancel_selected", "cancel_discard_selected", "retry_selected"]
 
     def _each(self, request, queryset, service, verb: str):
         each_through_service(
@@ -277,6 +277,24 @@ class OperationAdmin(ReadOnlyAdmin):
     @admin.action(description="Cancel selected operations (partial files stay)")
     def cancel_selected(self, request, queryset):
         self._each(request, queryset, services.operation_cancel, "cancel")
+
+    @admin.action(description="Cancel selected downloads and discard their partial files")
+    def cancel_discard_selected(self, request, queryset):
+        def done(_, op) -> str:
+            if op.is_active:
+                return f"#{op.pk} {op.target}: stopping; its partial files go when it stops."
+            freed = filesizeformat(op.result.get("partial_bytes_discarded", 0))
+            return f"#{op.pk} {op.target}: {op.state}; partial files discarded ({freed})."
+
+        each_through_service(
+            self, request, queryset.select_related("model"),
+            verb="cancel and discard",
+            call=lambda op: services.operation_cancel(
+                operation=op, user=request.user, discard_partial=True
+            ),
+            key=lambda op: f"#{op.pk}",
+            done=done,
+        )  # fmt: skip
 
     @admin.action(description="Retry selected operations (resumes from partial files)")
     def retry_selected(self, request, queryset):

@@ -6,6 +6,7 @@ from typing import Literal
 from ninja import Query, Router, Schema
 from ninja.responses import Status
 from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 
 from . import selectors, services
 from .errors import InvalidInput
@@ -14,6 +15,7 @@ from .schemas import (
     ActivateIn,
     ActiveModelOut,
     CacheOut,
+    CancelIn,
     ModelDetail,
     ModelPage,
     OperationOut,
@@ -159,11 +161,38 @@ def get_operation(request, operation_id: int):
     return selectors.operation_get(operation_id=operation_id)
 
 
-@router.post("/operations/{operation_id}/cancel", response=OperationOut)
+def _optional_json_body(request, schema: type[Schema]) -> Schema:
+    """Return the JSON body as `schema`; its defaults for a POST without one (or a form post).
+
+    For an endpoint whose body is optional: ninja would refuse any body that is not JSON.
+    """
+    if not request.body or request.content_type != "application/json":
+        return schema()
+    try:
+        return schema.model_validate_json(request.body)
+    except PydanticValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise InvalidInput("The request body is not valid.", details={"errors": errors}) from None
+
+
+_CANCEL_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": CancelIn.model_json_schema()}},
+    }
+}
+
+
+@router.post("/operations/{operation_id}/cancel", response=OperationOut, openapi_extra=_CANCEL_BODY)
 def cancel_operation(request, operation_id: int):
-    """Cancel a queued operation, or ask a running one to stop; partial files stay."""
+    """Cancel a queued operation, or ask a running one to stop. A download's partial files
+    stay for a retry unless the body says `{"discard_partial": true}`, which also removes
+    those a failed, cancelled or interrupted download left behind."""
+    options = _optional_json_body(request, CancelIn)
     op = selectors.operation_get(operation_id=operation_id)
-    return services.operation_cancel(operation=op, user=request.auth)
+    return services.operation_cancel(
+        operation=op, user=request.auth, discard_partial=options.discard_partial
+    )
 
 
 @router.post("/operations/{operation_id}/retry", response={202: OperationOut})

@@ -215,6 +215,8 @@ class Operation(models.Model):
     # The figures of its end (bytes freed, models removed), as its completion event has them.
     result = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Asked with the cancel of a download: its partial files go too (not kept for a resume).
+    discard_partial = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True)

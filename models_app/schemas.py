@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from ninja import Field, Schema
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 
 
 class InstallationOut(Schema):
@@ -249,3 +249,8 @@ class PruneOut(Schema):
 
 class PinIn(Schema):
     pinned: bool
+
+
+class CancelIn(Schema):
+    # A download's partial files go too, instead of staying for a retry to resume.
+    discard_partial: StrictBool = False

@@ -20,6 +20,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -35,7 +36,7 @@ from django_htmx.http import (
 from . import selectors, services
 from .cards import Card, build_cards, model_page_href
 from .errors import ConfirmRequired, ModelyardError, NotFound
-from .models import Model, OperationState
+from .models import Model, OperationKind, OperationState
 
 TYPE_TABS = (
     ("embedding", "Embedding"),
@@ -131,8 +132,12 @@ class Filters:
         return "?" + urlencode(params)
 
 
+def _checked(request: HttpRequest, name: str) -> bool:
+    return request.POST.get(name, "").lower() in ("true", "1", "yes", "on")
+
+
 def _confirmed(request: HttpRequest) -> bool:
-    return request.POST.get("confirm", "").lower() in ("true", "1", "yes", "on")
+    return _checked(request, "confirm")
 
 
 def _card(key: str) -> Card:
@@ -303,6 +308,8 @@ def model_delete(request: HttpRequest, key: str) -> HttpResponse:
     """GET: the delete dialog from the usage preflight. POST: queue the delete."""
     model = selectors.model_get(key=key)
     if request.method == "GET":
+        # No dialog while another operation holds the model: the 409 card names it.
+        services.operation_exclusion_check(model=model, kind=OperationKind.DELETE)
         return _delete_dialog(request, model, selectors.model_usage(model=model))
     result = services.delete_start(model=model, confirm=_confirmed(request), user=request.user)
     level, message = result.toast(model.name)
@@ -320,16 +327,25 @@ def _delete_dialog(request: HttpRequest, model: Model, usage: dict, status: int 
 @require_POST
 @maps_errors
 def operation_cancel(request: HttpRequest, operation_id: int) -> HttpResponse:
+    """Cancel an operation; with `discard_partial`, a download's partial files go too."""
     op = selectors.operation_get(operation_id=operation_id)
-    op = services.operation_cancel(operation=op, user=request.user)
+    discard = _checked(request, "discard_partial")
+    op = services.operation_cancel(operation=op, user=request.user, discard_partial=discard)
     verb = op.get_kind_display()
     if op.model_id is None:
         text = "cancelled" if op.state == OperationState.CANCELLED else "stops after this delete"
         return _store_action_response(request, message=f"{verb} of the models store {text}.")
-    if op.state == OperationState.CANCELLED:
-        message = f"{verb} of {op.model.name} cancelled; the partial files stay for a retry."
+    name = op.model.name
+    if op.is_active:
+        message = f"Cancelling the {op.kind} of {name}…"
+        if discard:
+            message += " Its partial files are discarded when it stops."
+    elif discard:
+        freed = filesizeformat(op.result.get("partial_bytes_discarded", 0))
+        done = f"{verb} of {name} cancelled" if op.state == OperationState.CANCELLED else name
+        message = f"{done}: partial files discarded ({freed})."
     else:
-        message = f"Cancelling the {op.kind} of {op.model.name}…"
+        message = f"{verb} of {name} cancelled; the partial files stay for a retry."
     return _action_response(request, _card(op.model.key), level="info", message=message)
 
 
@@ -368,7 +384,7 @@ def _error_response(
             return redirect("models:delete", key=model.key)
         response = _delete_dialog(request, model, exc.details["usage"], status=exc.status)
         response = retarget(reswap(response, "innerHTML"), "#dialog-slot")
-    elif not request.htmx and request.method == "POST":
+    elif not request.htmx and (model is not None or request.method == "POST"):
         messages.error(request, text)
         return redirect(model_page_href(model) if model else reverse("models:page"))
     elif model is None:
@@ -378,6 +394,8 @@ def _error_response(
         card = build_cards([model])[0]
         card.error = exc
         response = render(request, "modelyard/_card.html", {"card": card}, status=exc.status)
+        # Into the card, wherever the request meant to swap (the delete dialog's slot).
+        response = retarget(reswap(response, "outerHTML"), f'.card[data-model="{model.key}"]')
     response[ERROR_HEADER] = exc.code
     level = "info" if isinstance(exc, ConfirmRequired) else "error"
     return trigger_client_event(response, "toast", {"level": level, "message": text})

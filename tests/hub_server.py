@@ -110,7 +110,7 @@ _FAULT_PARAMS: dict[str, tuple[set[str], set[str]]] = {
     "status": ({"code"}, {"retry_after", "message"}),
     "throttle": ({"bytes_per_sec"}, set()),
     "corrupt": (set(), set()),
-    "stall": ({"seconds"}, set()),
+    "stall": ({"seconds"}, {"after_bytes"}),
 }
 LFS_REDIRECT_MODES = (None, "cdn", "same-host")
 
@@ -348,6 +348,7 @@ class _BodyFaults:
         self.rate: float | None = None
         self.corrupt = False
         self.stall = 0.0
+        self.stall_after = 0
         self.names: list[str] = []
         for fault in faults:
             self.names.append(fault.kind)
@@ -360,6 +361,7 @@ class _BodyFaults:
                 self.corrupt = True
             elif fault.kind == "stall":
                 self.stall = float(fault.params["seconds"])
+                self.stall_after = int(fault.params.get("after_bytes", 0))
 
 
 class HubServer:
@@ -581,7 +583,9 @@ class HubServer:
           GatedRepo``; 404 carries ``EntryNotFound``/``RepoNotFound``.
         * ``throttle`` (``bytes_per_sec=R``): pace the body.
         * ``corrupt``: serve the body with every bit flipped (same length).
-        * ``stall`` (``seconds=S``): sleep after the headers, before the body.
+        * ``stall`` (``seconds=S``, ``after_bytes=N``): sleep after the headers, before the body,
+          or after the body's first N bytes (counted from the start of this response, so a
+          resumed request stalls N bytes further on); then the rest of the body follows.
 
         ``times`` is how many responses are affected (``None`` = all; default 1, unlimited for
         ``throttle``). ``methods`` defaults to GET and HEAD for ``status`` and GET otherwise.
@@ -1260,8 +1264,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream_body(
         self, path: Path, start: int, length: int, faults: _BodyFaults, record: RequestRecord
     ) -> None:
-        if faults.stall:
+        stall_at = faults.stall_after if faults.stall else None
+        if stall_at == 0:
             time.sleep(faults.stall)
+            stall_at = None
         limit = length if faults.drop_bytes is None else min(length, faults.drop_bytes)
         chunk_size = self.hub.chunk_size
         if faults.rate:
@@ -1273,7 +1279,11 @@ class _Handler(BaseHTTPRequestHandler):
             with open(path, "rb") as f:
                 f.seek(start)
                 while sent < limit:
-                    chunk = f.read(min(chunk_size, limit - sent))
+                    if stall_at is not None and sent >= stall_at:
+                        time.sleep(faults.stall)  # the connection goes quiet mid-body
+                        stall_at = None
+                    step = chunk_size if stall_at is None else min(chunk_size, stall_at - sent)
+                    chunk = f.read(min(step, limit - sent))
                     if not chunk:
                         break  # the file shrank under us; the client will see a short body
                     if faults.corrupt:

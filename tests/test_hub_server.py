@@ -487,6 +487,26 @@ def test_stall_causes_read_timeout(server: HubServer, http: httpx2.Client) -> No
     assert http.get(url, timeout=2.0).content == FILES["config.json"]
 
 
+def test_stall_after_some_bytes_recurs_at_each_request(server: HubServer, http: httpx2.Client):
+    server.add_fault("model.safetensors", "stall", seconds=1.0, after_bytes=50_000, times=2)
+    url = resolve_url(server, "model.safetensors")
+    received = []
+    for offset in (0, 50_000):
+        got = bytearray()
+        headers = {"Range": f"bytes={offset}-"}
+        with (
+            pytest.raises(httpx2.ReadTimeout),
+            http.stream("GET", url, headers=headers, timeout=httpx2.Timeout(5.0, read=0.3)) as r,
+        ):
+            for chunk in r.iter_bytes():
+                got += chunk
+        received.append(len(got))
+    assert received == [50_000, 50_000]  # the body went quiet after that many bytes, each time
+    # Once the fault is spent the rest of the body arrives.
+    rest = http.get(url, headers={"Range": "bytes=100000-"}, timeout=5.0)
+    assert rest.status_code == 206 and len(rest.content) == 200_000 - 100_000
+
+
 def test_fault_globs_unlimited_times_and_clearing(server: HubServer, http: httpx2.Client) -> None:
     fault = server.add_fault("gguf/*", "status", code=500, times=None)
     url = resolve_url(server, "gguf/nested/extra.bin")

@@ -24,15 +24,20 @@ def fetch_blob(
     on_progress: Callable[[int], None],
     cancel: threading.Event,
     sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[], None] = lambda: None,
 ) -> int:
     """Download spec into `final`, resuming from `partial`; return the bytes received over the wire.
 
-    Raise NetworkError, TimedOut or UpstreamError once `policy.attempts` tries failed, AuthError,
-    NotFound or DiskSpace at once, ChecksumError when a second download from zero is still wrong,
-    and Cancelled soon after `cancel` is set. The partial is kept for a later resume unless its
+    Raise NetworkError, TimedOut or UpstreamError once `policy.attempts` tries in a row failed
+    without bringing new bytes (a try that advanced starts the count again), AuthError,
+    NotFound or DiskSpace at once, ChecksumError when a second download from zero is still
+    wrong, and Cancelled soon after `cancel` is set. `on_retry` is called before each further
+    request of the blob after a fault. The partial is kept for a later resume unless its
     content was proven wrong.
     """
     if final.exists():
         return 0
-    fetch = _BlobFetch(session, spec, partial, final, headers, policy, on_progress, cancel, sleep)
+    fetch = _BlobFetch(
+        session, spec, partial, final, headers, policy, on_progress, cancel, sleep, on_retry
+    )
     return fetch.run()

@@ -17,7 +17,9 @@ class BlobSpec:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5  # tries per blob for transient faults (first try included)
+    # Tries in a row that may fail on a transient fault without bringing new bytes (the first
+    # try included); a try that advanced the partial starts the count again.
+    attempts: int = 5
     base_delay: float = 1.0  # exponential backoff: base * 2**(n-1), capped, with jitter
     max_delay: float = 30.0
     jitter: float = 0.25  # +- fraction of the delay

@@ -75,6 +75,7 @@ class _BlobFetch:
     on_progress: Callable[[int], None]
     cancel: threading.Event
     sleep: Callable[[float], None]
+    on_retry: Callable[[], None] = lambda: None
     wire: int = 0
     # Hashes of the partial's content, kept across tries so a resume does not re-read it.
     digests: _Digests | None = None
@@ -84,35 +85,49 @@ class _BlobFetch:
         return self.partial.with_name(self.partial.name + ".json")
 
     def run(self) -> int:
-        tries = 0
+        tries = 0  # every try, for messages
+        # Consecutive failed tries that brought the partial past its best length so far:
+        # a try that advanced starts the count again, so a fault that keeps recurring but
+        # lets bytes through each time never exhausts the budget, and the run still ends
+        # (the best length only grows, up to the blob's size).
+        failures = 0
+        best = self._kept_on_disk()
         redone = False
         while True:
+            tries += 1
             try:
                 self._transfer()
                 self._verify()
                 os.replace(self.partial, self.final)
             except _Retry as fault:
-                tries += 1
-                if tries >= self.policy.attempts:
+                kept = self.digests.length if self.digests else 0
+                advanced = kept > best
+                best = max(best, kept)
+                failures = 1 if advanced else failures + 1
+                if failures >= self.policy.attempts:
                     raise fault.error(
-                        f"{self.spec.path}: download failed after {tries} attempt(s);"
+                        f"{self.spec.path}: download failed after {tries} attempt(s)"
+                        f" ({failures} in a row since the last progress);"
                         f" last error: {fault.cause}"
                     ) from fault.__cause__
                 delay = fault.retry_after
                 if delay is None:
-                    delay = _backoff(self.policy, tries)
+                    delay = _backoff(self.policy, failures)
                 logger.warning(
-                    "%s: %s; retrying in %.1f s (attempt %d of %d)",
+                    "%s: %s; retrying in %.1f s (attempt %d; failure %d of %d since progress)",
                     self.spec.path,
                     fault.cause,
                     delay,
                     tries + 1,
+                    failures,
                     self.policy.attempts,
                 )
                 self._sleep(delay)
+                self.on_retry()
             except _Restart as reason:
                 logger.info("%s: restarting from zero: %s", self.spec.path, reason)
                 self._discard()
+                self.on_retry()
             except _Mismatch as mismatch:
                 self._discard()
                 if redone:
@@ -121,6 +136,7 @@ class _BlobFetch:
                     ) from None
                 logger.warning("%s: %s; downloading again from zero", self.spec.path, mismatch)
                 redone = True
+                self.on_retry()
             except OSError as exc:
                 if exc.errno not in _DISK_FULL:
                     raise
@@ -332,6 +348,14 @@ class _BlobFetch:
                 raise _Mismatch(f"{name} mismatch: expected {expected}, got {digest.hexdigest()}")
 
     # ------------------------------------------------------------------ helpers
+
+    def _kept_on_disk(self) -> int:
+        """Return the bytes of the partial a first try resumes from (0 if it is unusable)."""
+        try:
+            size = self.partial.stat().st_size
+        except FileNotFoundError:
+            return 0
+        return size if size <= self.spec.size else 0
 
     def _discard(self) -> None:
         self.partial.unlink(missing_ok=True)

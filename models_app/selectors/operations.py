@@ -6,7 +6,7 @@ from django.db.models import Case, F, IntegerField, QuerySet, Value, When, Windo
 from django.db.models.functions import RowNumber
 
 from ..errors import NotFound
-from ..models import ACTIVE_STATES, Operation
+from ..models import ACTIVE_STATES, Operation, OperationKind
 
 
 def operation_list(
@@ -54,11 +54,26 @@ def busy_model_ids(model_ids) -> set[int]:
 
 def active_operation_blobs() -> set[str]:
     """Return the blob ids that queued or running operations will write."""
+    return _plan_blobs(Operation.objects.filter(state__in=ACTIVE_STATES))
+
+
+def download_blobs(*, model) -> set[str]:
+    """Return the blob ids this model's downloads planned (what their partial files are named).
+
+    Blobs that an active operation of another model plans are left out: their partial
+    files are that download's to resume.
+    """
+    mine = Operation.objects.filter(model=model, kind=OperationKind.DOWNLOAD)
+    others = Operation.objects.filter(state__in=ACTIVE_STATES).exclude(model=model)
+    return _plan_blobs(mine) - _plan_blobs(others)
+
+
+def _plan_blobs(qs: QuerySet[Operation]) -> set[str]:
     return {
         f["blob_id"]
-        for plan in Operation.objects.filter(state__in=ACTIVE_STATES).values_list("plan", flat=True)
+        for plan in qs.values_list("plan", flat=True)
         for f in plan or []
-        if isinstance(f, dict) and "blob_id" in f
+        if isinstance(f, dict) and f.get("blob_id")
     }
 
 

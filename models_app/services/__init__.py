@@ -4,13 +4,14 @@ Running an operation is the engine's (models_app/engine.py), which sits above th
 """
 
 from .activation import model_activate
+from .cancellation import operation_cancel
 from .deletion import delete_start, unmanaged_delete
 from .downloads import download_start
 from .events import event_record
 from .installations import installation_pin, installation_touch
 from .operations import (
     StartResult,
-    operation_cancel,
+    operation_exclusion_check,
     operation_retry,
     operation_start,
     operations_reap,
@@ -35,6 +36,7 @@ __all__ = [
     "installation_touch",
     "model_activate",
     "operation_cancel",
+    "operation_exclusion_check",
     "operation_retry",
     "operation_start",
     "operations_reap",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.db import transaction
 
 from ..errors import Incompatible, NotInstalled
-from ..models import ActiveModel, EventKind, Installation, Model
+from ..models import ActiveModel, EventKind, Installation, Model, OperationKind
 from .events import event_record, model_publish
+from .operations import operation_exclusion_check
 
 
 def model_activate(*, model: Model, type: str | None = None, user=None) -> ActiveModel:
@@ -19,6 +20,13 @@ def model_activate(*, model: Model, type: str | None = None, user=None) -> Activ
     with transaction.atomic():
         # Lock the entry so that a concurrent delete cannot remove it under the switch.
         model = Model.objects.select_for_update().get(pk=model.pk)
+        # A queued or running delete would clear the slot right after: refuse, naming it.
+        operation_exclusion_check(
+            model=model,
+            kind="activate",
+            doing="activating it",
+            conflicting={OperationKind.DELETE},
+        )
         if not Installation.objects.filter(model=model).exists():
             raise NotInstalled(
                 f"{model.key} is not installed; download it before activating it.",

@@ -33,31 +33,40 @@ logger = logging.getLogger(__name__)
 def delete_start(*, model: Model, confirm: bool = False, user=None) -> StartResult:
     """Check usage, then queue a delete operation (the same one-operation rule as downloads).
 
-    A collection blocks (ERR_IN_USE); any warning needs confirm (ERR_CONFIRM_REQUIRED);
-    both errors carry the preflight. A model that is not installed is a no-op answer.
+    An active operation on the model answers first, whatever the model's state: a delete
+    returns that one, any other kind (a first download too) is ERR_ALREADY_RUNNING naming
+    it. Then a collection blocks (ERR_IN_USE) and any warning needs confirm
+    (ERR_CONFIRM_REQUIRED), both errors carrying the preflight; a model that is not
+    installed is a no-op answer. The preflight runs with the model row locked, so a
+    download cannot begin between it and the insert.
     """
-    usage = selectors.model_usage(model=model)
-    if usage["blocked_by_collections"]:
-        names = ", ".join(usage["blocked_by_collections"])
-        raise InUse(
-            f"{model.key} is used by collection {names}; delete or move those first.",
-            details={"usage": usage},
-        )
-    if not usage["installed"]:
-        return StartResult(
-            None, False, f"{model.key} is not installed; nothing to delete.", "not_installed"
-        )
-    if usage["location"] != "primary":
-        raise InvalidState(
-            f"{model.key} lives in the read-only legacy cache; Modelyard does not delete there.",
-            details={"usage": usage},
-        )
-    if usage["requires_confirmation"] and not confirm:
-        raise ConfirmRequired(
-            f"Deleting {model.key} needs confirmation: " + " ".join(usage["warnings"]),
-            details={"usage": usage},
-        )
-    return operation_start(model=model, kind=OperationKind.DELETE, user=user)
+
+    def preflight() -> StartResult | None:
+        usage = selectors.model_usage(model=model)
+        if usage["blocked_by_collections"]:
+            names = ", ".join(usage["blocked_by_collections"])
+            raise InUse(
+                f"{model.key} is used by collection {names}; delete or move those first.",
+                details={"usage": usage},
+            )
+        if not usage["installed"]:
+            return StartResult(
+                None, False, f"{model.key} is not installed; nothing to delete.", "not_installed"
+            )
+        if usage["location"] != "primary":
+            raise InvalidState(
+                f"{model.key} lives in the read-only legacy cache; Modelyard does not delete "
+                "there.",
+                details={"usage": usage},
+            )
+        if usage["requires_confirmation"] and not confirm:
+            raise ConfirmRequired(
+                f"Deleting {model.key} needs confirmation: " + " ".join(usage["warnings"]),
+                details={"usage": usage},
+            )
+        return None
+
+    return operation_start(model=model, kind=OperationKind.DELETE, user=user, unless=preflight)
 
 
 def delete_now(*, model: Model, parent: Operation, user=None) -> str:

@@ -21,6 +21,7 @@ from ..executors import executor
 from ..fetch import BlobSpec, RetryPolicy, fetch_blob
 from ..models import Installation, Model, Operation, OperationKind
 from ..store import get_store, repo_folder
+from .cancellation import download_partials_discard
 from .operations import StartResult, operation_start
 from .progress import LostOwnership, ProgressReporter
 from .pruning import prune_for_room, prune_would_free
@@ -65,6 +66,7 @@ def _plan(op: Operation, policy: RetryPolicy, reporter: ProgressReporter) -> hub
         except hub.TRANSIENT as exc:
             if attempt == policy.attempts:
                 raise
+            reporter.retried()
             delay = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
             logger.info("planning %s failed (%s); retry in %.1fs", model.key, exc, delay)
             deadline = time.monotonic() + delay
@@ -108,7 +110,34 @@ def _disk_preflight(files: list[hub.PlannedFile], op: Operation, reporter) -> in
 
 @executor(OperationKind.DOWNLOAD)
 def download_execute(op: Operation) -> dict:
-    """Download a model's files into the store; return figures for the completion event."""
+    """Download a model's files into the store; return figures for the completion event.
+
+    A cancel that asked to discard the partial files removes them once every fetch
+    thread has stopped, whatever ended the download (operation_execute then reconciles
+    the repo folder).
+    """
+    try:
+        return _download(op)
+    except LostOwnership:
+        raise  # reaped: the row (and the partial files) may be another worker's by now
+    except Exception as exc:
+        discard = Operation.objects.filter(pk=op.pk).values_list("discard_partial", flat=True)
+        if not discard.first():
+            raise
+        discarded = download_partials_discard(operation=op)
+        if not isinstance(exc, Cancelled):
+            exc_details = getattr(exc, "details", None)
+            if isinstance(exc_details, dict):
+                exc_details.update(discarded)
+            raise
+        n, freed = len(discarded["partial_files_discarded"]), discarded["partial_bytes_discarded"]
+        raise Cancelled(
+            f"Cancelled; {n} partial file{'s' if n != 1 else ''} ({freed:,} bytes) discarded.",
+            details=discarded,
+        ) from None
+
+
+def _download(op: Operation) -> dict:
     model = op.model
     store = get_store()
     policy = retry_policy()
@@ -142,10 +171,15 @@ def download_execute(op: Operation) -> dict:
     session = hub.http_session()
     wire_bytes = 0
     if pending:
+        retries = dict.fromkeys(unique, 0)  # further requests of each blob after a fault
+        counted = 0
 
         def fetch(f: hub.PlannedFile) -> int:
             def on_progress(n: int, blob_id=f.blob_id) -> None:
                 done[blob_id] = n  # one slot per thread: no lock needed
+
+            def on_retry(blob_id=f.blob_id) -> None:
+                retries[blob_id] += 1  # one slot per thread, as above
 
             return fetch_blob(
                 session=session,
@@ -163,6 +197,7 @@ def download_execute(op: Operation) -> dict:
                 policy=policy,
                 on_progress=on_progress,
                 cancel=cancel,
+                on_retry=on_retry,
             )
 
         workers = max(1, min(settings.DOWNLOAD_PARALLEL_FILES, len(pending)))
@@ -176,6 +211,9 @@ def download_execute(op: Operation) -> dict:
                 )  # fmt: skip
                 if any(f.exception() for f in finished):
                     cancel.set()  # one file failed for good: stop the others, keep partials
+                total_retries = sum(retries.values())
+                reporter.retried(total_retries - counted)  # the fetch threads never write
+                counted = total_retries
                 try:
                     reporter.tick(sum(done.values()), force=not running)
                 except LostOwnership as exc:

@@ -1,8 +1,9 @@
-"""Operations: start, begin, cancel, retry, claim, finish, and the reaper for dead workers.
+"""Operations: start, begin, retry, claim, finish, and the reaper for dead workers.
 
 Every state change is one call here that writes the row (guarded by the state it
-expects, with the row count checked) and publishes it. What an operation does is its
-kind's executor (models_app/executors.py); running one is services/execution.py.
+expects, with the row count checked) and publishes it; cancel is services/cancellation.py.
+What an operation does is its kind's executor (models_app/executors.py); running one is
+services/execution.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..errors import AlreadyRunning, InvalidState, ModelyardError
-from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationState
+from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationKind, OperationState
 from ..store import get_store
 from .events import event_record, operation_publish
 
@@ -83,12 +84,41 @@ def _enqueue(operation_id: int) -> None:
     Operation.objects.filter(pk=operation_id).update(task_id=task_id or "", updated_at=Now())
 
 
-def _conflict(active: Operation, kind: str) -> AlreadyRunning:
-    return AlreadyRunning(
+def operation_conflict(active: Operation, *, doing: str) -> AlreadyRunning:
+    """Return the 409 naming the active operation that keeps `doing` ("a delete") from starting.
+
+    The details name it (id, kind, state) for clients; a download's says how to stop it.
+    """
+    message = (
         f"{active.target} already has a {active.kind} operation #{active.id} "
-        f"({active.state}); a {kind} cannot start until it ends.",
-        details={"operation": active.id, "kind": active.kind, "state": active.state},
+        f"({active.state}); {doing} cannot start until it ends."
     )
+    if active.kind == OperationKind.DOWNLOAD:
+        message += " Cancel it first (with discard_partial to remove its partial files too)."
+    return AlreadyRunning(
+        message, details={"operation": active.id, "kind": active.kind, "state": active.state}
+    )
+
+
+def _conflict(active: Operation, kind: str) -> AlreadyRunning:
+    return operation_conflict(active, doing=f"a {kind}")
+
+
+def operation_exclusion_check(
+    *, model: Model, kind: str, doing: str | None = None, conflicting=None
+) -> Operation | None:
+    """Return the model's active operation if it is of `kind`; if it is of another kind, raise
+    AlreadyRunning naming it (only for the kinds in `conflicting`, when given).
+
+    For what must not begin while the model is busy but is not itself an operation of
+    that kind yet (the delete dialog; activating a model that is being deleted).
+    """
+    active = _active_on(model=model, kind=kind)
+    if active is None or active.kind == kind:
+        return active
+    if conflicting is not None and active.kind not in conflicting:
+        return None
+    raise operation_conflict(active, doing=doing or f"a {kind}")
 
 
 def operation_start(
@@ -197,38 +227,6 @@ def _active_on(*, model: Model | None, kind: str) -> Operation | None:
     return qs.filter(model__isnull=True, kind=kind).first()
 
 
-def operation_cancel(*, operation: Operation, user=None) -> Operation:
-    """Cancel a queued operation now; ask a running one to stop (its worker stops within 1 s)."""
-    now = timezone.now()
-    with transaction.atomic():
-        cancelled = Operation.objects.filter(pk=operation.pk, state=OperationState.QUEUED).update(
-            state=OperationState.CANCELLED, cancel_requested=True, finished_at=now, updated_at=Now()
-        )
-        if cancelled:
-            op = Operation.objects.select_related("model").get(pk=operation.pk)
-            event_record(
-                kind=EventKind.CANCELLED,
-                message=f"{op.kind.title()} of {op.target} cancelled before it started.",
-                model=op.model,
-                operation=op,
-                actor=user,
-            )
-    if cancelled:
-        operation_publish(op)
-        return op
-    Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).update(
-        cancel_requested=True, updated_at=Now()
-    )
-    op = Operation.objects.select_related("model").get(pk=operation.pk)
-    if op.state not in ACTIVE_STATES:
-        raise InvalidState(
-            f"Operation #{op.id} has already ended ({op.state}); nothing to cancel.",
-            details={"operation": op.id, "state": op.state},
-        )
-    operation_publish(op)
-    return op
-
-
 def operation_retry(*, operation: Operation, user=None) -> Operation:
     """Queue a failed, cancelled or interrupted operation again; it resumes from its partials."""
     try:
@@ -236,6 +234,7 @@ def operation_retry(*, operation: Operation, user=None) -> Operation:
             updated = Operation.objects.filter(pk=operation.pk, state__in=RETRYABLE_STATES).update(
                 state=OperationState.QUEUED,
                 cancel_requested=False,
+                discard_partial=False,
                 error_code="",
                 error_message="",
                 finished_at=None,

@@ -14,6 +14,7 @@ import time
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -28,10 +29,12 @@ class LostOwnership(Exception):
 
 
 class ProgressReporter:
-    """Write progress, speed, ETA and the heartbeat at most once per interval; read cancel.
+    """Write progress, speed, ETA, tries and the heartbeat at most once per interval; read cancel.
 
     Speed is an exponential moving average of the per-interval rate, so one slow or
-    fast second does not swing the ETA.
+    fast second does not swing the ETA. `retried(n)` counts tries the work made again
+    (a file fetched anew after a fault): the row's `attempts` grows by them at the next
+    write, so it says how many tries there were in all.
     """
 
     def __init__(self, op: Operation, *, interval: float | None = None, clock=time.monotonic):
@@ -41,6 +44,11 @@ class ProgressReporter:
         self.last_at = None
         self.last_done = None
         self.cancel_requested = False
+        self._retries = 0  # counted since the last write
+
+    def retried(self, n: int = 1) -> None:
+        """Count `n` more tries (call from the thread that ticks)."""
+        self._retries += n
 
     def tick(self, done: int, *, force: bool = False) -> None:
         now = self.clock()
@@ -55,18 +63,23 @@ class ProgressReporter:
         remaining = (op.bytes_total or 0) - done
         op.eta_seconds = int(remaining / op.speed) if op.speed and remaining > 0 else None
         op.heartbeat_at = timezone.now()
+        values = {}
+        if self._retries:
+            values["attempts"] = F("attempts") + self._retries
         written = Operation.objects.filter(pk=op.pk, state=OperationState.RUNNING).update(
             bytes_done=op.bytes_done,
             speed=op.speed,
             eta_seconds=op.eta_seconds,
             heartbeat_at=Now(),
             updated_at=Now(),
+            **values,
         )
         if not written:
             raise LostOwnership(op.pk)
+        self._retries = 0
         # Read back what the database wrote, so the published state is the row's state.
         row = Operation.objects.filter(pk=op.pk).values(
-            "cancel_requested", "heartbeat_at", "updated_at"
+            "cancel_requested", "attempts", "heartbeat_at", "updated_at"
         )
         for field, value in (row.first() or {}).items():
             setattr(op, field, value)

@@ -21,7 +21,15 @@ from django.utils import timezone
 from .. import selectors
 from ..errors import AlreadyRunning, Cancelled, ModelyardError
 from ..executors import executor
-from ..models import ActiveModel, Installation, Model, Operation, OperationKind, OperationState
+from ..models import (
+    ACTIVE_STATES,
+    ActiveModel,
+    Installation,
+    Model,
+    Operation,
+    OperationKind,
+    OperationState,
+)
 from ..store import get_store
 from .deletion import delete_now
 from .operations import StartResult, operation_start
@@ -87,6 +95,10 @@ def _exemptions() -> dict[int, str]:
                 exempt.setdefault(model_id, f"used by collection {name}")
     for model_id, type_ in ActiveModel.objects.values_list("model_id", "type"):
         exempt.setdefault(model_id, f"the active {type_} model")
+    # A model another operation holds: its delete would be refused (ERR_ALREADY_RUNNING).
+    busy = Operation.objects.filter(model__isnull=False, state__in=ACTIVE_STATES)
+    for model_id, kind, op_id, state in busy.values_list("model_id", "kind", "id", "state"):
+        exempt.setdefault(model_id, f"busy: {kind} #{op_id} is {state}")
     # Loaded-in-runtime models join this list with the LLM runtime.
     return exempt
 

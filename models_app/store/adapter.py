@@ -8,6 +8,7 @@ their id; what comes back up is plain data, sizes and names relative to the stor
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import re
 import shutil
@@ -168,6 +169,29 @@ class Store:
             path.unlink(missing_ok=True)
             removed.append(name)
         return removed
+
+    def partials_discard(self, repo_id: str, blob_ids: set[str]) -> tuple[list[str], int]:
+        """Remove the partial files of these blobs of a repo, with their resume sidecars.
+
+        Return the names removed (relative to the store) and the bytes of the partial files
+        (sidecars are not counted, as scans do not count them). A finished blob is never
+        touched: only `<blob>.incomplete*` names are.
+        """
+        blobs = self._repo(repo_id) / "blobs"
+        removed, freed = [], 0
+        for blob_id in sorted(blob_ids):
+            if not blob_id or "/" in blob_id or blob_id.startswith("."):
+                continue  # a blob id is a hash: anything else would name another file
+            for path in sorted(blobs.glob(f"{glob.escape(blob_id)}.incomplete*")):
+                try:
+                    size = path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                if path.name.endswith(".incomplete"):
+                    freed += size
+                removed.append(self.relative(path))
+        return removed, freed
 
     # --- what clients may see -----------------------------------------------------------
 

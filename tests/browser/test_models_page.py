@@ -10,6 +10,7 @@ from models_app.services.reconcile import store_reconcile
 from tests.browser.conftest import shot
 from tests.factories import CollectionFactory, ModelFactory
 from tests.hub_cache import write_snapshot
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,6 +91,27 @@ def test_cancel_stops_the_download(page, hub, slow_embed):
     shot(page, "05-cancelled")
     op = Operation.objects.get(model=slow_embed)
     assert op.state == "cancelled"
+
+
+def test_cancel_and_discard_removes_the_partial_files(page, hub, slow_embed, isolated_store):
+    hub.add_fault("acme/slow-embed/model.safetensors", "throttle", bytes_per_sec=500_000)
+    c = open_card(page, "slow-embed", "slow")
+    c.get_by_test_id("download").click()
+    blobs = isolated_store / "models--acme--slow-embed" / "blobs"
+    wait_until(
+        lambda: sum(p.stat().st_size for p in blobs.glob("*.incomplete")) > 300_000,
+        timeout=20,
+        what="a partial file of 300 kB",
+    )
+    shot(page, "05a-downloading-cancel-or-discard")
+    card(page, "slow-embed").get_by_test_id("cancel-discard").click()
+    card(page, "slow-embed").get_by_test_id("retry").wait_for(timeout=20_000)
+    shot(page, "05b-cancelled-and-discarded")
+    op = Operation.objects.get(model=slow_embed)
+    assert op.state == "cancelled" and "discarded" in op.error_message
+    assert not list(blobs.glob("*.incomplete*"))
+    # Nothing is left to discard: the card offers Retry only.
+    assert card(page, "slow-embed").get_by_test_id("discard").count() == 0
 
 
 def test_failure_shows_retry_and_the_message(page, hub, slow_embed):

@@ -156,6 +156,33 @@ def test_reset_and_server_errors_are_retried(hub, gguf):
     assert state == "succeeded", op.error_message
 
 
+def test_stalls_that_each_progressed_do_not_fail_the_download(hub, embed, settings, isolated_store):
+    """8 stalls, each after some bytes more: 9 tries, and the operation says so."""
+    settings.DOWNLOAD_RETRY_ATTEMPTS = 5
+    settings.DOWNLOAD_READ_TIMEOUT = 0.3
+    step = 256 * 1024
+    hub.add_fault("model.safetensors", "stall", seconds=1.5, after_bytes=step, times=8)
+    op, state = run(embed)
+    assert state == "succeeded", op.error_message
+    assert op.attempts >= 9
+    ranges = hub.ranges_seen("model.safetensors")
+    assert ranges == [None] + [f"bytes={i * step}-" for i in range(1, 9)]
+    snapshot = isolated_store / "models--acme--tiny-embed" / "snapshots" / op.commit_hash
+    expected = source(hub, "acme/tiny-embed", "model.safetensors").sha256
+    assert sha256(snapshot / "model.safetensors") == expected
+
+
+def test_a_stall_without_progress_still_fails_after_the_retry_attempts(hub, embed, settings):
+    settings.DOWNLOAD_RETRY_ATTEMPTS = 3
+    settings.DOWNLOAD_READ_TIMEOUT = 0.3
+    hub.add_fault("model.safetensors", "stall", seconds=1.5, times=None)
+    op, state = run(embed)
+    assert (state, op.error_code) == ("failed", "ERR_TIMEOUT")
+    assert len(hub.requests_for("model.safetensors", "GET")) == 3
+    assert op.attempts == 3  # the claim's try and two retries of the file
+    assert "after 3 attempt(s)" in op.error_message
+
+
 @pytest.mark.parametrize(
     ("fault", "code"),
     [

@@ -309,6 +309,40 @@ def test_stalled_server_times_out(hub, blob):
         b.fetch(RetryPolicy(attempts=2, base_delay=0.01, read_timeout=0.2))
 
 
+@pytest.mark.parametrize("name", ["model.bin", "mini.bin"])
+def test_a_stall_that_recurs_after_progress_does_not_exhaust_the_attempts(hub, blob, name):
+    """Each try brings new bytes before the connection goes quiet: the count starts again."""
+    b = blob(name)
+    step = b.spec.size // 8
+    hub.add_fault(name, "stall", seconds=1.5, after_bytes=step, times=7)
+    retries = []
+    policy = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05, read_timeout=0.3)
+    assert b.fetch(policy, on_retry=lambda: retries.append(1))
+    assert sha256_file(b.final) == b.spec.sha256
+    ranges = hub.ranges_seen(name)
+    assert len(ranges) == 8 and len(retries) == 7  # one callback per further request
+    assert ranges[1:] == [f"bytes={i * step}-" for i in range(1, 8)]
+
+
+def test_progress_starts_the_count_of_failures_again(hub, blob):
+    b = blob("mini.bin")
+    for after_bytes, times in ((0, 2), (100_000, 1), (0, 1)):
+        hub.add_fault("mini.bin", "stall", seconds=1.5, after_bytes=after_bytes, times=times)
+    policy = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, read_timeout=0.3)
+    assert b.fetch(policy)  # 2 quiet tries, 1 with progress, 1 quiet, then the body: 5 tries
+    assert hub.request_count("mini.bin") == 5
+
+
+def test_a_stall_without_progress_fails_after_the_attempts(hub, blob):
+    b = blob("mini.bin")
+    hub.add_fault("mini.bin", "stall", seconds=1.5, times=None)
+    retries = []
+    policy = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, read_timeout=0.3)
+    with pytest.raises(TimedOut, match=r"after 3 attempt\(s\) \(3 in a row since the last"):
+        b.fetch(policy, on_retry=lambda: retries.append(1))
+    assert hub.request_count("mini.bin") == 3 and len(retries) == 2
+
+
 @pytest.mark.parametrize(
     ("status", "error"), [(404, NotFound), (401, AuthError), (403, AuthError), (400, UpstreamError)]
 )
