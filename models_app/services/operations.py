@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from ..errors import AlreadyRunning, InvalidState, ModelyardError
 from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationState
+from ..phrasing import with_article
 from ..store import get_store
 from .events import event_record, operation_publish
 
@@ -85,8 +86,8 @@ def _enqueue(operation_id: int) -> None:
 
 def _conflict(active: Operation, kind: str) -> AlreadyRunning:
     return AlreadyRunning(
-        f"{active.target} already has a {active.kind} operation #{active.id} "
-        f"({active.state}); a {kind} cannot start until it ends.",
+        f"{active.target} already has {with_article(active.kind)} operation #{active.id} "
+        f"({active.state}); {with_article(kind)} cannot start until it ends.",
         details={"operation": active.id, "kind": active.kind, "state": active.state},
     )
 
