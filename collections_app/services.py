@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 
 from models_app.errors import Incompatible, InvalidInput, NotFound
 from models_app.models import Model, ModelType
+from models_app.phrasing import type_label, with_article
 
 from .models import Collection, LLMConfig, UserPreference
 
@@ -42,7 +43,8 @@ LLM_CONFIG_NAME_MAX_LENGTH = LLMConfig._meta.get_field("name").max_length
 def _require_type(model: Model | None, *, field: str, expected: str) -> None:
     if model is not None and model.type != expected:
         raise Incompatible(
-            f"{model.key} is a {model.type} model; {field} needs a {expected} model.",
+            f"{model.key} is {with_article(type_label(model.type))} model; {field} needs "
+            f"{with_article(type_label(expected))} model.",
             details={
                 "model": model.key,
                 "model_type": model.type,

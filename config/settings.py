@@ -5,6 +5,7 @@ laptop: SQLite under ./data/, no Redis, the models store under ./models/.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -12,12 +13,40 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# Optional: without the file the environment alone configures (django-environ would log it).
+ENV_FILE = Path(env.str("ENV_FILE", default=str(BASE_DIR / ".env")))
+if ENV_FILE.is_file():
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="modelyard-insecure-dev-key-change-me")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# HTTPS in production (docs/deploy.md); all off by default, so http://127.0.0.1 works.
+# TRUST_PROXY_HEADERS: a proxy sets X-Forwarded-Proto and X-Forwarded-For (overwriting a
+# client's own): Django sees HTTPS, and daphne (started by `run`) the client's address.
+TRUST_PROXY_HEADERS = env.bool("TRUST_PROXY_HEADERS", default=False)
+if TRUST_PROXY_HEADERS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]  # probes may come over plain HTTP
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Admin login throttle (django-axes): LOGIN_FAILURE_LIMIT wrong passwords for one username
+# from one address lock that pair out (429) for LOGIN_COOLOFF seconds; a success resets the
+# count. Attempts are database rows, so every web process on every host counts together.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("LOGIN_COOLOFF", default=900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no "AXES: BEGIN" line at every process start; lockouts still log
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 MODELS_DIR = Path(env.str("MODELS_DIR", default=str(BASE_DIR / "models"))).resolve()
@@ -57,6 +86,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_q",
     "channels",
+    "axes",
     "models_app",
     "collections_app",
 ]
@@ -70,6 +100,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # a locked-out login becomes a 429 page
     # daphne serves no static files; WhiteNoise does, in every setup, without a proxy.
     # Last, not second: it is sync-only, and below it every other middleware would run
     # in async mode, each hook a hop to a thread and back (12 hops a request under

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from config.api import api
 
@@ -8,6 +9,8 @@ admin.site.site_title = "Modelyard"
 admin.site.index_title = "Models, downloads and collections"
 
 urlpatterns = [
+    # The front door leads to the Models page (which sends a stranger to the login first).
+    path("", RedirectView.as_view(pattern_name="models:page"), name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("settings/models/", include("models_app.urls")),

@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from . import selectors, services
 from .errors import ModelyardError
 from .models import ActiveModel, ApiToken, Event, Installation, Model, Operation, StoreScan
+from .phrasing import type_label
 
 LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
 
@@ -201,7 +202,7 @@ class ModelAdmin(admin.ModelAdmin):
             verb="activate",
             call=lambda m: services.model_activate(model=m, user=request.user),
             key=lambda m: m.key,
-            done=lambda m, _: f"{m.name} is now the active {m.type} model.",
+            done=lambda m, _: f"{m.name} is now the active {type_label(m.type)} model.",
         )  # fmt: skip
 
     @admin.action(description="Reconcile installed state with the store")

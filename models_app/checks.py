@@ -67,7 +67,7 @@ def check_hf_endpoint(app_configs=None, **kwargs):
     return [
         checks.Error(
             f"HF_ENDPOINT {endpoint!r} is not an http:// or https:// URL with a host.",
-            hint="Set HF_ENDPOINT to the hub or a mirror, e.g. https://huggingface.co.",
+            hint="Set HF_ENDPOINT to the Hub or a mirror, e.g. https://huggingface.co.",
             id="modelyard.E002",
         )
     ]

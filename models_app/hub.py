@@ -60,25 +60,25 @@ def hub_error(exc: Exception, *, what: str) -> ModelyardError:
         return exc
     if isinstance(exc, GatedRepoError):
         return AuthError(
-            f"{what}: the repo is gated. Accept its terms on the hub and set HF_TOKEN "
+            f"{what}: the repo is gated. Accept its terms on the Hub and set HF_TOKEN "
             "to a token of that account."
         )
     if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError | EntryNotFoundError):
-        return NotFound(f"{what}: not found on the hub ({type(exc).__name__}).")
+        return NotFound(f"{what}: not found on the Hub ({type(exc).__name__}).")
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else 0
         if status in (401, 403):
             return AuthError(
-                f"{what}: the hub refused access (HTTP {status}); check HF_TOKEN, "
+                f"{what}: the Hub refused access (HTTP {status}); check HF_TOKEN, "
                 "or accept the repo's terms if it is gated."
             )
         if status == 404:
-            return NotFound(f"{what}: not found on the hub (HTTP 404).")
-        return UpstreamError(f"{what}: the hub answered HTTP {status}.")
+            return NotFound(f"{what}: not found on the Hub (HTTP 404).")
+        return UpstreamError(f"{what}: the Hub answered HTTP {status}.")
     if isinstance(exc, httpx2.TimeoutException):
-        return TimedOut(f"{what}: the hub did not answer in time.")
+        return TimedOut(f"{what}: the Hub did not answer in time.")
     if isinstance(exc, httpx2.TransportError):
-        return NetworkError(f"{what}: cannot reach the hub ({type(exc).__name__}).")
+        return NetworkError(f"{what}: cannot reach the Hub ({type(exc).__name__}).")
     raise exc
 
 
@@ -96,7 +96,7 @@ def plan_download(
     except Exception as exc:
         raise hub_error(exc, what=what) from exc
     if not info.sha:
-        raise UpstreamError(f"{what}: the hub did not name the commit of this revision.")
+        raise UpstreamError(f"{what}: the Hub did not name the commit of this revision.")
     files = []
     for sibling in info.siblings or []:
         if not path_matches(sibling.rfilename, patterns):
@@ -104,12 +104,12 @@ def plan_download(
         lfs = sibling.lfs
         size = lfs.size if lfs else sibling.size
         if size is None:
-            raise UpstreamError(f"{what}: the hub gave no size for {sibling.rfilename}.")
+            raise UpstreamError(f"{what}: the Hub gave no size for {sibling.rfilename}.")
         sha256 = lfs.sha256 if lfs else None
         git_oid = None if lfs else sibling.blob_id
         blob_id = sha256 or git_oid
         if not blob_id:
-            raise UpstreamError(f"{what}: the hub gave no checksum for {sibling.rfilename}.")
+            raise UpstreamError(f"{what}: the Hub gave no checksum for {sibling.rfilename}.")
         files.append(
             PlannedFile(
                 path=sibling.rfilename,

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from ..models import ACTIVE_STATES, ActiveModel, Installation, Model
+from ..phrasing import type_label
 from ..store import get_store
 
 
@@ -75,7 +76,9 @@ def model_usage(*, model: Model) -> dict:
             "on the default will need it downloaded again."
         )
     if is_active:
-        warnings.append(f"This is the active {model.type} model; the active slot will be cleared.")
+        warnings.append(
+            f"This is the active {type_label(model.type)} model; the active slot will be cleared."
+        )
     if loaded:
         warnings.append("This model is loaded in the runtime; it will be unloaded first.")
     blocked = bool(collections)

@@ -6,6 +6,7 @@ from django.db import transaction
 
 from ..errors import Incompatible, NotInstalled
 from ..models import ActiveModel, EventKind, Installation, Model, OperationKind
+from ..phrasing import type_label, with_article
 from .events import event_record, model_publish
 from .operations import operation_exclusion_check
 
@@ -14,7 +15,8 @@ def model_activate(*, model: Model, type: str | None = None, user=None) -> Activ
     """Make an installed model the active one for its type and record the switch."""
     if type is not None and type != model.type:
         raise Incompatible(
-            f"{model.key} is a {model.type} model and cannot be the active {type} model.",
+            f"{model.key} is {with_article(type_label(model.type))} model and cannot be the "
+            f"active {type_label(type)} model.",
             details={"model": model.key, "model_type": model.type, "requested_type": type},
         )
     with transaction.atomic():
@@ -43,7 +45,7 @@ def model_activate(*, model: Model, type: str | None = None, user=None) -> Activ
         )
         event_record(
             kind=EventKind.SWITCHED,
-            message=f"Active {model.type} model is now {model.key}"
+            message=f"Active {type_label(model.type)} model is now {model.key}"
             + (f" (was {previous.model.key})." if previous else "."),
             model=model,
             actor=user,

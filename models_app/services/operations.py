@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from ..errors import AlreadyRunning, InvalidState, ModelyardError
 from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationKind, OperationState
+from ..phrasing import with_article
 from ..store import get_store
 from .events import event_record, operation_publish
 
@@ -90,7 +91,7 @@ def operation_conflict(active: Operation, *, doing: str) -> AlreadyRunning:
     The details name it (id, kind, state) for clients; a download's says how to stop it.
     """
     message = (
-        f"{active.target} already has a {active.kind} operation #{active.id} "
+        f"{active.target} already has {with_article(active.kind)} operation #{active.id} "
         f"({active.state}); {doing} cannot start until it ends."
     )
     if active.kind == OperationKind.DOWNLOAD:
@@ -101,7 +102,7 @@ def operation_conflict(active: Operation, *, doing: str) -> AlreadyRunning:
 
 
 def _conflict(active: Operation, kind: str) -> AlreadyRunning:
-    return operation_conflict(active, doing=f"a {kind}")
+    return operation_conflict(active, doing=with_article(kind))
 
 
 def operation_exclusion_check(

@@ -151,22 +151,25 @@ def test_create_collection_with_unknown_model_key_is_404(superuser_client, catal
 
 
 @pytest.mark.parametrize(
-    ("field", "key", "model_type", "expected"),
+    ("field", "key", "model_type", "expected", "message"),
     [
-        ("embedding_model", "qwen-q4", "llm", "embedding"),
-        ("reranker_model", "minilm", "embedding", "reranker"),
-        ("splade_model", "bge-reranker", "reranker", "splade"),
+        ("embedding_model", "qwen-q4", "llm", "embedding",
+         "qwen-q4 is an LLM model; embedding_model needs an embedding model."),
+        ("reranker_model", "minilm", "embedding", "reranker",
+         "minilm is an embedding model; reranker_model needs a reranker model."),
+        ("splade_model", "bge-reranker", "reranker", "splade",
+         "bge-reranker is a reranker model; splade_model needs a SPLADE model."),
     ],
-)
+)  # fmt: skip
 def test_create_collection_with_wrong_model_type_is_409(
-    superuser_client, catalog, field, key, model_type, expected
+    superuser_client, catalog, field, key, model_type, expected, message
 ):
     body = new_collection(**{field: key})
     response = superuser_client.post(f"{API}/collections", data=body, content_type=JSON)
     assert response.status_code == 409
     data = response.json()
     assert data["code"] == "ERR_INCOMPATIBLE"
-    assert data["message"] == f"{key} is a {model_type} model; {field} needs a {expected} model."
+    assert data["message"] == message
     assert data["details"] == {
         "model": key, "model_type": model_type, "expected_type": expected, "field": field,
     }  # fmt: skip

@@ -288,7 +288,7 @@ def test_admin_has_no_bulk_row_delete(superuser_client, store_models):
         ("preference", "1 user preference uses this model; they will be reset to the defaults."),
         ("llm_config", "LLM config low uses this model; it will be cleared."),
         ("default", "This is the default embedding model (DEFAULT_EMBEDDING_MODEL)"),
-        ("active", "This is the active llm model; the active slot will be cleared."),
+        ("active", "This is the active LLM model; the active slot will be cleared."),
     ],
 )
 def test_admin_action_for_each_warning_row(

@@ -57,7 +57,9 @@ class Command(ModelyardCommand):
             listener.close()
             listener, web_processes = None, 1
             bind = ["-b", host.strip("[]"), "-p", str(port)]
-        daphne = [sys.executable, "-m", "daphne", *bind, "config.asgi:application"]
+        # Behind a proxy: the client's address and scheme from X-Forwarded-For / -Proto.
+        proxied = ["--proxy-headers"] if settings.TRUST_PROXY_HEADERS else []
+        daphne = [sys.executable, "-m", "daphne", *bind, *proxied, "config.asgi:application"]
         commands = {
             f"daphne-{n}" if web_processes > 1 else "daphne": daphne
             for n in range(1, web_processes + 1)
