@@ -18,6 +18,7 @@ from django.utils import timezone
 from .. import selectors
 from ..errors import InvalidInput, InvalidState
 from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationKind, OperationState
+from ..phrasing import with_article
 from ..store import get_store, repo_folder
 from .events import event_record, operation_publish
 from .operations import RETRYABLE_STATES, operation_conflict
@@ -37,8 +38,8 @@ def operation_cancel(
     """
     if discard_partial and operation.kind != OperationKind.DOWNLOAD:
         raise InvalidInput(
-            f"Operation #{operation.pk} is a {operation.kind}; only a download has partial "
-            "files to discard.",
+            f"Operation #{operation.pk} is {with_article(operation.kind)}; only a download "
+            "has partial files to discard.",
             details={"operation": operation.pk, "kind": operation.kind},
         )
     discarded = None

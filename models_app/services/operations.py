@@ -119,7 +119,7 @@ def operation_exclusion_check(
         return active
     if conflicting is not None and active.kind not in conflicting:
         return None
-    raise operation_conflict(active, doing=doing or f"a {kind}")
+    raise operation_conflict(active, doing=doing or with_article(kind))
 
 
 def operation_start(
