@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psutil
@@ -26,7 +27,19 @@ logger = logging.getLogger(__name__)
 
 # One keeper per process and role: a forked child gets a copy of this dict and a pid of its
 # own, so it starts its own keeper (threads are not copied by fork).
-_keepers: dict[tuple[int, str], threading.Thread] = {}
+_keepers: dict[tuple[int, str], HeartbeatKeeper] = {}
+
+
+@dataclass
+class HeartbeatKeeper:
+    """The thread that beats one process's heartbeat; `stop()` ends it."""
+
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
 
 
 def heartbeat_write(*, role: str) -> ProcessHeartbeat:
@@ -50,27 +63,31 @@ def heartbeat_write(*, role: str) -> ProcessHeartbeat:
     return row
 
 
-def heartbeat_keeper_start(*, role: str, interval: float | None = None) -> threading.Thread:
+def heartbeat_keeper_start(*, role: str, interval: float | None = None) -> HeartbeatKeeper:
     """Start this process's heartbeat thread (once per process and role); return it.
 
     The first beat is written before this returns, so a worker is visible before it takes
-    its first task. A failed beat (the database briefly away) is logged and retried.
+    its first task. A failed beat (the database briefly away) is logged and retried. The
+    thread is a daemon: it ends with its process, or with `stop()`.
     """
     key = (os.getpid(), role)
-    if (thread := _keepers.get(key)) is not None and thread.is_alive():
-        return thread
+    if (keeper := _keepers.get(key)) is not None and keeper.thread.is_alive():
+        return keeper
     every = interval if interval is not None else settings.PROCESS_HEARTBEAT_INTERVAL
     _beat_once(role, close=False)
+    stopping = threading.Event()
 
     def beat() -> None:
-        stop = threading.Event()  # never set: the thread ends with its (daemon) process
-        while not stop.wait(every):
-            _beat_once(role, close=True)
+        try:
+            while not stopping.wait(every):
+                _beat_once(role, close=True)
+        finally:
+            connection.close()  # this thread's own connection
 
     thread = threading.Thread(target=beat, name=f"{role}-heartbeat", daemon=True)
     thread.start()
-    _keepers[key] = thread
-    return thread
+    _keepers[key] = keeper = HeartbeatKeeper(thread, stopping)
+    return keeper
 
 
 def _beat_once(role: str, *, close: bool) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from ..models import OperationKind
 from .heartbeats import heartbeat_group_members, heartbeats_forget, heartbeats_prune
@@ -25,7 +25,7 @@ RESUMABLE_KINDS = (OperationKind.DOWNLOAD,)
 
 def supervisor_tick() -> dict:
     """Reap operations whose heartbeat went stale (any host) and long-dead heartbeat rows."""
-    close_old_connections()  # a long-lived process: drop a connection the server closed
+    _between_units_of_work()
     return {"interrupted": operations_reap(), "heartbeats_removed": heartbeats_prune()}
 
 
@@ -35,7 +35,7 @@ def workers_ended(pids: Collection[int], reason: str) -> list[int]:
     A dead group leader (the qcluster) takes its group with it: its workers are found by
     their heartbeats too, also one that started after the supervisor last looked.
     """
-    close_old_connections()
+    _between_units_of_work()
     host = host_name()
     pids = set(pids) | heartbeat_group_members(host=host, leaders=pids)
     interrupted = operations_interrupt_owned(
@@ -49,7 +49,7 @@ def workers_ended(pids: Collection[int], reason: str) -> list[int]:
 
 def workers_stopping(pids: Collection[int]) -> list[int]:
     """Interrupt the downloads these processes run, so that their workers stop now."""
-    close_old_connections()
+    _between_units_of_work()
     interrupted = operations_interrupt_owned(
         host=host_name(),
         pids=pids,
@@ -59,3 +59,12 @@ def workers_stopping(pids: Collection[int]) -> list[int]:
     if interrupted:
         logger.warning("stopping: marked downloads %s interrupted", interrupted)
     return interrupted
+
+
+def _between_units_of_work() -> None:
+    """Drop this long-lived process's connection if the server closed it or it is too old.
+
+    As Django does between requests; never inside a transaction (a caller's, or a test's).
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
