@@ -2,12 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from config.api import api
+from models_app.health import healthz
 
 admin.site.site_header = "Modelyard"
 admin.site.site_title = "Modelyard"
 admin.site.index_title = "Models, downloads and collections"
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("settings/models/", include("models_app.urls")),

@@ -3,6 +3,7 @@
 A package by concern; every read is importable from here.
 """
 
+from .health import health_ok, heartbeat_fresh_since, system_status
 from .models import (
     LIST_FIELDS,
     SORTS,
@@ -51,6 +52,8 @@ __all__ = [
     "collections_count_subquery",
     "current_operations_by_model",
     "default_embedding_matches",
+    "health_ok",
+    "heartbeat_fresh_since",
     "installed_in_store",
     "latest_scan",
     "memory_table",
@@ -64,5 +67,6 @@ __all__ = [
     "operation_list",
     "repo_stakeholders",
     "store_operation_current",
+    "system_status",
     "unmanaged_get",
 ]
