@@ -171,6 +171,11 @@ class Supervisor:
             logger.exception("supervisor %s hook failed", what)
 
     def _stop(self) -> None:
+        for r in self.running:
+            if r.proc is not None and (code := r.proc.poll()) is not None:
+                # It died as the stop began, before the loop saw it: its work ends now too.
+                _kill_group(r.proc.pid)
+                self._exited(r, r.tree | {r.proc.pid}, f"{r.child.name} exited with status {code}")
         live = [r for r in self.running if r.proc is not None and r.proc.poll() is None]
         for r in live:
             with contextlib.suppress(ProcessLookupError):
