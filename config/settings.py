@@ -209,6 +209,10 @@ DOWNLOAD_PARALLEL_FILES = env.int("DOWNLOAD_PARALLEL_FILES", default=4)
 # 0.3 s: under the websocket's 4 messages a second, so no progress update waits there.
 OPERATION_PROGRESS_INTERVAL = env.float("OPERATION_PROGRESS_INTERVAL", default=0.3)
 OPERATION_HEARTBEAT_STALE = env.int("OPERATION_HEARTBEAT_STALE", default=60)
+# Seconds between the heartbeats each worker process writes (/healthz, GET /api/v1/status).
+PROCESS_HEARTBEAT_INTERVAL = env.float("PROCESS_HEARTBEAT_INTERVAL", default=5.0)
+# Seconds `manage.py run` waits for its children to stop before it kills them.
+RUN_STOP_TIMEOUT = env.float("RUN_STOP_TIMEOUT", default=10.0)
 PARTIAL_MAX_AGE = env.int("PARTIAL_MAX_AGE", default=24 * 3600)
 
 # Disk policy: a quota for the store, a floor of free disk, pruning.

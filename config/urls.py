@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from config.api import api
+from models_app.health import healthz
 
 admin.site.site_header = "Modelyard"
 admin.site.site_title = "Modelyard"
@@ -11,6 +12,7 @@ admin.site.index_title = "Models, downloads and collections"
 urlpatterns = [
     # The front door leads to the Models page (which sends a stranger to the login first).
     path("", RedirectView.as_view(pattern_name="models:page"), name="home"),
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("settings/models/", include("models_app.urls")),

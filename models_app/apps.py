@@ -19,9 +19,9 @@ class ModelsAppConfig(AppConfig):
         )
         from .store import store_settings_changed
 
-        # A worker that starts marks the operations of dead workers interrupted at once,
-        # instead of waiting for the next schedule tick.
-        post_spawn.connect(signals.reap_at_worker_start, dispatch_uid="modelyard-reap")
+        # A worker that starts beats its heartbeat from a thread, and marks the operations
+        # of dead workers interrupted at once instead of waiting for the next schedule tick.
+        post_spawn.connect(signals.worker_started, dispatch_uid="modelyard-worker")
         # The Store is built once from settings; a test that overrides them gets a new one.
         setting_changed.connect(store_settings_changed, dispatch_uid="modelyard-store")
         for check in (check_models_store, check_hf_endpoint, check_disk_policy, check_task_timeout):

@@ -219,6 +219,10 @@ class Operation(models.Model):
     discard_partial = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The process running it (set when it is claimed or begun): the supervisor on that host
+    # marks it interrupted the moment that process dies, without waiting for staleness.
+    worker_host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -258,6 +262,39 @@ class Operation(models.Model):
     def target(self) -> str:
         """Return what the operation works on, for messages: a model key, or the store."""
         return self.model.key if self.model_id else "the models store"
+
+
+class ProcessRole(models.TextChoices):
+    WORKER = "worker", "Worker"
+    RUNTIME = "runtime", "Runtime supervisor"
+
+
+class ProcessHeartbeat(models.Model):
+    """The pulse of one long-lived process: a qcluster worker, or a runtime supervisor.
+
+    Each writes its row every PROCESS_HEARTBEAT_INTERVAL seconds; `/healthz` and the status
+    endpoint read them. A process that ends cleanly or dies leaves its row behind until its
+    supervisor (or the reaper, once it is stale) removes it.
+    """
+
+    role = models.CharField(max_length=16, choices=ProcessRole.choices)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    # Its process group: `manage.py run` starts each child as a group leader, so the group
+    # names the child a worker belongs to (the qcluster's pid), and dies with it.
+    pgid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["role", "host", "pid"]
+        constraints = [
+            # A pid is reused only after its process ended: the new process takes the row.
+            models.UniqueConstraint(fields=["host", "pid"], name="one_heartbeat_per_process"),
+        ]
+
+    def __str__(self):
+        return f"{self.role} {self.host}:{self.pid}"
 
 
 class ActiveModel(models.Model):

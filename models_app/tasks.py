@@ -1,6 +1,7 @@
 """django-q2 tasks: take ids, call one service, return."""
 
 from .engine import operation_run
+from .services.heartbeats import heartbeats_prune
 from .services.operations import operations_reap
 from .services.pruning import partials_cleanup, prune_start
 
@@ -10,8 +11,16 @@ def run_operation(operation_id: int) -> str:
 
 
 def reap() -> dict:
-    """Mark operations of dead workers interrupted; remove abandoned partial files."""
-    return {"interrupted": operations_reap(), "partials_removed": partials_cleanup()}
+    """Mark operations of dead workers interrupted; remove abandoned partial files.
+
+    Once a minute: the fallback for a qcluster run without `manage.py run`, whose
+    supervisor reaps every few seconds.
+    """
+    return {
+        "interrupted": operations_reap(),
+        "partials_removed": partials_cleanup(),
+        "heartbeats_removed": heartbeats_prune(),
+    }
 
 
 def prune() -> dict:

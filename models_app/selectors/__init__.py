@@ -3,6 +3,7 @@
 A package by concern; every read is importable from here.
 """
 
+from .health import health_ok, heartbeat_fresh_since, system_status
 from .models import (
     LIST_FIELDS,
     SORTS,
@@ -53,6 +54,8 @@ __all__ = [
     "current_operations_by_model",
     "default_embedding_matches",
     "download_blobs",
+    "health_ok",
+    "heartbeat_fresh_since",
     "installed_in_store",
     "latest_scan",
     "memory_table",
@@ -66,5 +69,6 @@ __all__ = [
     "operation_list",
     "repo_stakeholders",
     "store_operation_current",
+    "system_status",
     "unmanaged_get",
 ]

@@ -1,4 +1,4 @@
-"""Operations: start, begin, retry, claim, finish, and the reaper for dead workers.
+"""Operations: start, begin, cancel, retry, claim, finish, and the reapers for dead workers.
 
 Every state change is one call here that writes the row (guarded by the state it
 expects, with the row count checked) and publishes it; cancel is services/cancellation.py.
@@ -9,12 +9,15 @@ services/execution.py.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -193,6 +196,7 @@ def operation_begin(
                 heartbeat_at=now,
                 attempts=1,
                 task_id=parent.task_id if parent is not None else "",
+                **_this_process(),
                 created_by=user if _is_user(user) else None,
             )
             event_record(
@@ -278,6 +282,7 @@ def operation_claim(*, operation_id: int) -> Operation | None:
             bytes_done=0,
             attempts=F("attempts") + 1,
             updated_at=Now(),
+            **_this_process(),
         )
         if not claimed:
             return None
@@ -355,40 +360,93 @@ def public_message(text: str) -> str:
 
 
 def operations_reap(*, now=None) -> list[int]:
-    """Mark running operations whose heartbeat went stale as interrupted; return their ids."""
+    """Mark running operations whose heartbeat went stale as interrupted; return their ids.
+
+    Cheap (the state + heartbeat index): the supervisor of `manage.py run` calls it every
+    few seconds, the schedule once a minute, and every worker when it starts.
+    """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.OPERATION_HEARTBEAT_STALE)
-    reaped = []
-    stale = Operation.objects.filter(state=OperationState.RUNNING, heartbeat_at__lt=cutoff)
-    for op_id in stale.values_list("id", flat=True):
-        # The state and its event commit together: no reader sees one without the other.
-        with transaction.atomic():
-            # Re-check the condition in the UPDATE: a heartbeat may have arrived since the read.
-            if not Operation.objects.filter(
-                pk=op_id, state=OperationState.RUNNING, heartbeat_at__lt=cutoff
-            ).update(
-                state=OperationState.INTERRUPTED,
-                finished_at=now,
-                speed=None,
-                eta_seconds=None,
-                updated_at=Now(),
-                error_message=(
-                    "The worker stopped sending heartbeats (it died or lost the database). "
-                    "Retry resumes from the partial files."
-                ),
-            ):
-                continue
-            op = Operation.objects.select_related("model").get(pk=op_id)
-            event_record(
-                kind=EventKind.INTERRUPTED,
-                message=f"{op.kind.title()} of {op.target} interrupted: no heartbeat since "
-                f"{op.heartbeat_at:%H:%M:%S}.",
-                model=op.model,
-                operation=op,
-            )
-        operation_publish(op)
-        reaped.append(op_id)
-    return reaped
+    stale = Q(heartbeat_at__lt=cutoff)
+    ids = Operation.objects.filter(stale, state=OperationState.RUNNING).values_list("id", flat=True)
+    return [
+        op_id
+        for op_id in ids
+        if _interrupt(
+            op_id,
+            # Re-checked in the UPDATE: a heartbeat may have arrived since the read.
+            still=stale,
+            now=now,
+            message=(
+                "The worker stopped sending heartbeats (it died or lost the database). "
+                "Retry resumes from the partial files."
+            ),
+            event=lambda op: f"no heartbeat since {op.heartbeat_at:%H:%M:%S}",
+        )
+    ]
+
+
+def operations_interrupt_owned(
+    *, host: str, pids: Collection[int], kinds: Collection[str] | None = None, reason: str
+) -> list[int]:
+    """Mark the running operations of these processes on `host` interrupted; return their ids.
+
+    For a supervisor that saw them die (or is stopping them): no need to wait for their
+    heartbeat to go stale. `kinds` limits it (a stop interrupts only what resumes).
+    A worker that is still alive finds its row no longer running at its next progress
+    write and stops (LostOwnership) without writing again.
+    """
+    if not pids:
+        return []
+    owned = Q(worker_host=host, worker_pid__in=list(pids))
+    if kinds is not None:
+        owned &= Q(kind__in=list(kinds))
+    ids = Operation.objects.filter(owned, state=OperationState.RUNNING).values_list("id", flat=True)
+    now = timezone.now()
+    return [
+        op_id
+        for op_id in ids
+        if _interrupt(
+            op_id,
+            still=owned,
+            now=now,
+            message=f"{reason} Retry resumes from the partial files.",
+            event=lambda op: reason[:1].lower() + reason[1:].rstrip("."),
+        )
+    ]
+
+
+def _interrupt(op_id: int, *, still: Q, now, message: str, event) -> bool:
+    """End one running operation as interrupted if `still` holds; record and publish it."""
+    # The state and its event commit together: no reader sees one without the other.
+    with transaction.atomic():
+        if not Operation.objects.filter(still, pk=op_id, state=OperationState.RUNNING).update(
+            state=OperationState.INTERRUPTED,
+            finished_at=now,
+            speed=None,
+            eta_seconds=None,
+            updated_at=Now(),
+            error_message=message,
+        ):
+            return False
+        op = Operation.objects.select_related("model").get(pk=op_id)
+        event_record(
+            kind=EventKind.INTERRUPTED,
+            message=f"{op.kind.title()} of {op.target} interrupted: {event(op)}.",
+            model=op.model,
+            operation=op,
+        )
+    operation_publish(op)
+    return True
+
+
+def host_name() -> str:
+    """Return the name this host's processes are recorded under (operations, heartbeats)."""
+    return socket.gethostname()
+
+
+def _this_process() -> dict:
+    return {"worker_host": host_name(), "worker_pid": os.getpid()}
 
 
 def _is_user(user) -> bool:

@@ -1,10 +1,5 @@
-import contextlib
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 
 from django.conf import settings
 from django.core.management import call_command
@@ -12,12 +7,15 @@ from django.core.management.base import SystemCheckError
 
 from models_app.errors import InvalidInput
 from models_app.management.base import ModelyardCommand
+from models_app.services.supervision import supervisor_tick, workers_ended, workers_stopping
+from models_app.supervisor import Child, Supervisor
 
 
 class Command(ModelyardCommand):
     help = (
         "Start the whole system: sync the registry, reconcile the store, then run daphne "
-        "(WEB_PROCESSES processes on one socket) and one qcluster. Ctrl-C stops them all."
+        "(WEB_PROCESSES processes on one socket) and one qcluster, restarting any that "
+        "dies. Ctrl-C or SIGTERM stops them all."
     )
     # handle() runs the system checks itself, before it starts anything: execute() would
     # skip them under call_command, and from manage.py it would run them a second time.
@@ -60,56 +58,30 @@ class Command(ModelyardCommand):
         # Behind a proxy: the client's address and scheme from X-Forwarded-For / -Proto.
         proxied = ["--proxy-headers"] if settings.TRUST_PROXY_HEADERS else []
         daphne = [sys.executable, "-m", "daphne", *bind, *proxied, "config.asgi:application"]
-        commands = {
-            f"daphne-{n}" if web_processes > 1 else "daphne": daphne
-            for n in range(1, web_processes + 1)
-        }
+        fds = (listener.fileno(),) if listener is not None else ()
+        qcluster = [sys.executable, "manage.py", "qcluster"]
+        # The children, one line each: a process a later issue adds is one more line. The
+        # qcluster's hooks interrupt its workers' operations the moment they die, and its
+        # downloads when a stop begins (its workers then stop at their next progress write).
+        children = [Child(name, daphne, pass_fds=fds) for name in _daphne_names(web_processes)]
         if not no_worker:
-            commands["qcluster"] = [sys.executable, "manage.py", "qcluster"]
-        # Each child leads its own process group, so that stopping it reaches its whole
-        # tree (qcluster's sentinel, pusher, monitor and workers), not just its first process.
-        children = {
-            name: subprocess.Popen(
-                cmd,
-                start_new_session=True,
-                pass_fds=(listener.fileno(),) if listener and cmd is daphne else (),
+            children.append(
+                Child("qcluster", qcluster, on_exit=workers_ended, on_stop=workers_stopping)
             )
-            for name, cmd in commands.items()
-        }
-        if listener is not None:
-            listener.close()  # the daphne processes hold it now
         self.stdout.write(
             f"Modelyard on http://{_url_host(host)}:{port}/admin/ "
             f"({web_processes} web process{'es' if web_processes > 1 else ''}; Ctrl-C stops it)"
         )
+        try:
+            # It keeps the listening socket: a daphne that it restarts accepts on it too.
+            Supervisor(children, tick=supervisor_tick, stop_timeout=settings.RUN_STOP_TIMEOUT).run()
+        finally:
+            if listener is not None:
+                listener.close()
 
-        stopping = False
 
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        exit_code = 0
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    self.stderr.write(f"{name} exited with status {child.returncode}; stopping.")
-                    exit_code = child.returncode or 1
-                    stopping = True
-            time.sleep(0.2)
-        for child in children.values():
-            _signal_group(child, signal.SIGINT)
-        # A worker in the middle of a download does not stop gracefully in time; killing it
-        # is safe: the reaper marks its operation interrupted and retry resumes it.
-        deadline = time.monotonic() + 15
-        for child in children.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            _signal_group(child, signal.SIGKILL)
-        if exit_code:
-            sys.exit(exit_code)
+def _daphne_names(n: int) -> list[str]:
+    return [f"daphne-{i}" for i in range(1, n + 1)] if n > 1 else ["daphne"]
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -133,9 +105,3 @@ def _listen(host: str, port: int) -> socket.socket:
 def _url_host(host: str) -> str:
     host = host.strip("[]")
     return f"[{host}]" if ":" in host else host
-
-
-def _signal_group(child: subprocess.Popen, sig: int) -> None:
-    """Send a signal to a child's whole process group, if any of it is still there."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, sig)
