@@ -210,8 +210,12 @@ def test_a_dead_worker_alone_is_reaped_within_stale_plus_5_s(system, slow_model,
     )  # fmt: skip
     assert run.children("qcluster") == [cluster]  # the cluster itself lived on
     op.refresh_from_db()
-    # Seen leaving the cluster's process tree (else the stale heartbeat would have said so).
-    assert "a process of qcluster ended" in op.error_message, op.error_message
+    # Seen leaving the cluster's process tree, usually within a second; on a busy machine
+    # the stale-heartbeat reaper (every 2 s, STALE = 3 s here) may get there first.
+    assert (
+        "a process of qcluster ended" in op.error_message
+        or "stopped sending heartbeats" in op.error_message
+    ), op.error_message
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
