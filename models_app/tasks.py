@@ -1,7 +1,7 @@
 """django-q2 tasks: take ids, call one service, return."""
 
 from .engine import operation_run
-from .services.operations import operations_reap
+from .services.operations import operations_reap, operations_requeue
 from .services.pruning import partials_cleanup, prune_start
 
 
@@ -10,8 +10,12 @@ def run_operation(operation_id: int) -> str:
 
 
 def reap() -> dict:
-    """Mark operations of dead workers interrupted; remove abandoned partial files."""
-    return {"interrupted": operations_reap(), "partials_removed": partials_cleanup()}
+    """Mark dead workers' operations interrupted, requeue lost tasks, remove stale partials."""
+    return {
+        "interrupted": operations_reap(),
+        "requeued": operations_requeue(),
+        "partials_removed": partials_cleanup(),
+    }
 
 
 def prune() -> dict:
