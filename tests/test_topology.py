@@ -346,10 +346,16 @@ def test_a_redis_restart_resumes_live_updates_on_both_web_processes(topology, hu
 def test_a_redis_restart_loses_no_queued_work(topology, hub):
     """A task waiting in Redis at the restart, and one enqueued while Redis was down."""
     queue = "django_q:modelyard:q"
-    # No worker free to take a task: both hosts' clusters are stopped (as in a deploy; a
-    # busy cluster leaves tasks in the queue the same way).
+    # No worker free to take a task: both hosts' clusters are down (busy clusters leave
+    # tasks in the queue the same way, only less predictably).
     for name in ("cluster-1", "cluster-2"):
-        topology.stop(name)
+        topology.kill(name)
+    # A pusher killed in its BLPOP and not yet gone would still be handed the task (and
+    # lose it: the sweep's other case); here the task is to wait in the queue.
+    wait_until(
+        lambda: topology.redis.client().info("clients")["blocked_clients"] == 0,
+        timeout=10, what="no cluster waiting on the queue",
+    )  # fmt: skip
     queued = topology.download("topo-d-queued", web="web-1")
     assert queued["state"] == "queued"
     assert topology.redis.client().llen(queue) == 1

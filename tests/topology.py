@@ -313,15 +313,6 @@ class Topology:
         self.signal_group(name, signal.SIGKILL)
         self.procs[name].wait(timeout=20)
 
-    def stop(self, name: str, *, timeout: float = 30) -> None:
-        """Stop a process as an operator would (SIGTERM), then kill what is left of its group."""
-        proc = self.procs[name]
-        if proc.poll() is None:
-            self.signal_group(name, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
-        self.kill(name)
-
     def ensure_running(self) -> None:
         """Start again any web process or cluster that is not running (after a scenario)."""
         for name, proc in list(self.procs.items()):
@@ -335,9 +326,10 @@ class Topology:
         self.wait_clusters()
 
     def close(self) -> None:
+        # Not a graceful stop: nothing here is mid-write that a test still looks at.
         for name in list(self.procs):
             with contextlib.suppress(Exception):
-                self.stop(name, timeout=10)
+                self.kill(name)
         self.redis.stop()
         self.pg.stop()
         shutil.rmtree(self.pg.root, ignore_errors=True)
