@@ -434,7 +434,9 @@ def reap_now(topology: Topology) -> None:
     reap when a worker starts). This makes the schedule due at once, as if its minute had
     passed; a cluster's scheduler (each looks every 30 s) enqueues it and a worker runs
     it. The one place to change once `manage.py run` reaps by itself within
-    OPERATION_HEARTBEAT_STALE + 5 s: then this waits for nothing.
+    OPERATION_HEARTBEAT_STALE + 5 s: then this waits for nothing. The same task runs the
+    sweep that enqueues again queued operations whose task was lost
+    (`operations_requeue`): whatever takes over the reaping must run it too.
     """
     moved = topology.sql(
         "UPDATE django_q_schedule SET next_run = now() - interval '1 second' "
