@@ -2,7 +2,7 @@
 
 from .engine import operation_run
 from .services.heartbeats import heartbeats_prune
-from .services.operations import operations_reap
+from .services.operations import operations_reap, operations_requeue
 from .services.pruning import partials_cleanup, prune_start
 
 
@@ -11,13 +11,14 @@ def run_operation(operation_id: int) -> str:
 
 
 def reap() -> dict:
-    """Mark operations of dead workers interrupted; remove abandoned partial files.
+    """Interrupt dead workers' operations, requeue lost tasks, remove abandoned partial files.
 
     Once a minute: the fallback for a qcluster run without `manage.py run`, whose
     supervisor reaps every few seconds.
     """
     return {
         "interrupted": operations_reap(),
+        "requeued": operations_requeue(),
         "partials_removed": partials_cleanup(),
         "heartbeats_removed": heartbeats_prune(),
     }

@@ -15,6 +15,7 @@ from .operations import (
     operation_retry,
     operation_start,
     operations_reap,
+    operations_requeue,
 )
 from .pruning import PrunePlan, partials_cleanup, prune_plan, prune_start
 from .reconcile import ReconcileResult, store_reconcile
@@ -40,6 +41,7 @@ __all__ = [
     "operation_retry",
     "operation_start",
     "operations_reap",
+    "operations_requeue",
     "partials_cleanup",
     "prune_plan",
     "prune_start",

@@ -1,4 +1,4 @@
-"""Operations: start, begin, cancel, retry, claim, finish, and the reapers for dead workers.
+"""Operations: start, begin, cancel, retry, claim, finish; the reapers and the requeue sweep.
 
 Every state change is one call here that writes the row (guarded by the state it
 expects, with the row count checked) and publishes it; cancel is services/cancellation.py.
@@ -79,13 +79,47 @@ NOTHING_TO_DO = {
 def _enqueue(operation_id: int) -> None:
     from django_q.tasks import async_task
 
-    task_id = async_task(
-        "models_app.tasks.run_operation",
-        operation_id,
-        task_name=f"operation-{operation_id}",
-        timeout=settings.Q_TASK_TIMEOUT,
-    )
+    try:
+        task_id = async_task(
+            "models_app.tasks.run_operation",
+            operation_id,
+            task_name=f"operation-{operation_id}",
+            timeout=settings.Q_TASK_TIMEOUT,
+        )
+    except Exception:
+        # The broker is away (Redis restarting). The operation is queued all the same: the
+        # sweep for lost tasks (operations_requeue) enqueues it once the broker is back,
+        # and the request that queued it gets its answer, not a 500 for a committed row.
+        logger.warning(
+            "could not enqueue operation %s; the requeue sweep will", operation_id, exc_info=True
+        )
+        return
     Operation.objects.filter(pk=operation_id).update(task_id=task_id or "", updated_at=Now())
+
+
+def _waiting_task_ids(broker=None) -> set[str] | None:
+    """Return the ids of the tasks waiting in django-q2's broker; None if it cannot be read.
+
+    Redis holds one list of signed task packages; the ORM broker one OrmQ row per task
+    (a locked row too: a cluster took it and runs it, or hands it on when the lock ends).
+    """
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+    from django_q.brokers.redis_broker import Redis
+    from django_q.signing import SignedPackage
+
+    broker = broker or get_broker()
+    if isinstance(broker, ORM):
+        return {row.task_id() for row in broker.get_connection().filter(key=broker.list_key)}
+    if isinstance(broker, Redis):
+        ids = set()
+        for package in broker.connection.lrange(broker.list_key, 0, -1):
+            try:
+                ids.add(SignedPackage.loads(package)["id"])
+            except Exception:  # not a task of ours (another signing key): not our concern
+                continue
+        return ids
+    return None
 
 
 def operation_conflict(active: Operation, *, doing: str) -> AlreadyRunning:
@@ -447,6 +481,35 @@ def host_name() -> str:
 
 def _this_process() -> dict:
     return {"worker_host": host_name(), "worker_pid": os.getpid()}
+
+
+def operations_requeue(*, now=None) -> list[int]:
+    """Enqueue again the queued operations whose task the broker lost; return their ids.
+
+    Redis keeps nothing across a restart; a task can also miss the broker (it was away
+    when the operation was queued) or die with a cluster that had taken it from Redis
+    and not begun it. Such an operation would stay queued for ever, and a new request
+    for its model would only find it. One queued for less than OPERATION_HEARTBEAT_STALE
+    is left alone (its task may be on its way). A second task for one operation is
+    harmless: one worker claims the operation (operation_claim), the other skips it.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.OPERATION_HEARTBEAT_STALE)
+    waiting = list(
+        Operation.objects.filter(state=OperationState.QUEUED, updated_at__lt=cutoff)
+        .order_by("created_at", "id")
+        .values_list("id", "task_id")
+    )
+    if not waiting:
+        return []
+    in_broker = _waiting_task_ids()
+    if in_broker is None:
+        return []
+    lost = [op_id for op_id, task_id in waiting if not task_id or task_id not in in_broker]
+    for op_id in lost:
+        logger.warning("operation %s is queued but its task is gone; enqueuing it again", op_id)
+        _enqueue(op_id)
+    return lost
 
 
 def _is_user(user) -> bool:

@@ -13,7 +13,12 @@ from django.db import close_old_connections, connection
 
 from ..models import OperationKind
 from .heartbeats import heartbeat_group_members, heartbeats_forget, heartbeats_prune
-from .operations import host_name, operations_interrupt_owned, operations_reap
+from .operations import (
+    host_name,
+    operations_interrupt_owned,
+    operations_reap,
+    operations_requeue,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +29,14 @@ RESUMABLE_KINDS = (OperationKind.DOWNLOAD,)
 
 
 def supervisor_tick() -> dict:
-    """Reap operations whose heartbeat went stale (any host) and long-dead heartbeat rows."""
+    """Reap operations whose heartbeat went stale (any host), enqueue again the queued ones
+    whose task the broker lost, and remove long-dead heartbeat rows."""
     _between_units_of_work()
-    return {"interrupted": operations_reap(), "heartbeats_removed": heartbeats_prune()}
+    return {
+        "interrupted": operations_reap(),
+        "requeued": operations_requeue(),
+        "heartbeats_removed": heartbeats_prune(),
+    }
 
 
 def workers_ended(pids: Collection[int], reason: str) -> list[int]:
