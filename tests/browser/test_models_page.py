@@ -94,7 +94,10 @@ def test_cancel_stops_the_download(page, hub, slow_embed):
 
 
 def test_cancel_and_discard_removes_the_partial_files(page, hub, slow_embed, isolated_store):
-    hub.add_fault("acme/slow-embed/model.safetensors", "throttle", bytes_per_sec=500_000)
+    # Every request slow (a retried one too, on a busy machine): the file never completes.
+    hub.add_fault(
+        "acme/slow-embed/model.safetensors", "throttle", bytes_per_sec=500_000, times=None
+    )
     c = open_card(page, "slow-embed", "slow")
     c.get_by_test_id("download").click()
     blobs = isolated_store / "models--acme--slow-embed" / "blobs"
