@@ -33,9 +33,9 @@ STOP_BOUND = 10
 class System:
     """One `manage.py run` started by a test, its output in a file."""
 
-    def __init__(self, settings, tmp_path, *, ignore_sigint=False, **env):
+    def __init__(self, settings, tmp_path, *, ignore_sigint=False, args=(), **env):
         self.port = free_port()
-        self.log = tmp_path / "run.log"
+        self.log = tmp_path / f"run-{self.port}.log"
         environment = child_env(
             settings,
             OPERATION_HEARTBEAT_STALE=str(STALE),
@@ -50,12 +50,18 @@ class System:
 
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "manage.py", "run", "--port", str(self.port)],
+                [sys.executable, "manage.py", "run", "--port", str(self.port), *args],
                 cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=background_job if ignore_sigint else None,
             )  # fmt: skip
         try:
-            self.wait_http(timeout=60)
+            if "--no-web" in args:
+                wait_until(
+                    lambda: self.children("qcluster"), timeout=60, what="the qcluster",
+                    proc=self.proc,
+                )  # fmt: skip
+            else:
+                self.wait_http(timeout=60)
         except Exception:
             self.kill()
             raise AssertionError(f"run did not come up:\n{self.output()}") from None
@@ -255,3 +261,27 @@ def test_stop_mid_download_interrupts_the_operation_at_once(system, slow_model, 
     assert op.state == "interrupted", (op.state, run.output())
     assert "retry resumes" in op.error_message.lower()
     assert took < STOP_BOUND, (took, run.output())
+
+
+def test_a_web_host_reaps_the_download_of_a_dead_worker_host(system, slow_model, superuser_token):
+    # Two hosts' worth of `run`: one serves the web only, the other runs the worker only.
+    web = system(args=["--no-worker"])
+    worker = system(args=["--no-web"])
+    assert web.children("qcluster") == [] and worker.children("daphne") == []
+    op = download_running(web, superuser_token)
+    worker.kill()  # the worker host dies whole: no supervisor of its own is left to tell
+    wait_until(
+        lambda: state_of(op) == "interrupted",
+        timeout=STALE + 5, what="the web host's reaper", proc=web.proc,
+    )  # fmt: skip
+    op.refresh_from_db()
+    assert "stopped sending heartbeats" in op.error_message, op.error_message
+
+
+def test_run_refuses_to_run_nothing(settings):
+    done = subprocess.run(
+        [sys.executable, "manage.py", "run", "--no-web", "--no-worker"],
+        cwd=ROOT, env=child_env(settings), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "leave nothing to run" in done.stderr

@@ -31,8 +31,15 @@ class Command(ModelyardCommand):
             help="daphne processes sharing the port. Default: WEB_PROCESSES.",
         )
         parser.add_argument("--no-worker", action="store_true", help="Run daphne only.")
+        parser.add_argument(
+            "--no-web",
+            action="store_true",
+            help="Run the qcluster only (a worker host), supervised and reaping like the rest.",
+        )
 
-    def handle(self, *args, host, port, web_processes, no_worker, **options):
+    def handle(self, *args, host, port, web_processes, no_worker, no_web, **options):
+        if no_web and no_worker:
+            raise InvalidInput("--no-web and --no-worker leave nothing to run; give one.")
         host = host or settings.HOST
         port = port or settings.PORT
         web_processes = max(1, web_processes or settings.WEB_PROCESSES)
@@ -45,33 +52,40 @@ class Command(ModelyardCommand):
             sys.exit(2)
         call_command("registry_sync", stdout=self.stdout, stderr=self.stderr)
         call_command("models_reconcile", stdout=self.stdout, stderr=self.stderr)
-        listener = _listen(host, port)
-        if listener.family == socket.AF_INET:
-            # Every daphne process accepts on the one socket, gunicorn-style: a process is
-            # bound to one core by the GIL; the kernel hands each connection to one of them.
-            bind = ["--fd", str(listener.fileno())]
-        else:
-            # daphne adopts IPv4 sockets only: one process binds the IPv6 address itself.
-            listener.close()
-            listener, web_processes = None, 1
-            bind = ["-b", host.strip("[]"), "-p", str(port)]
-        # Behind a proxy: the client's address and scheme from X-Forwarded-For / -Proto.
-        proxied = ["--proxy-headers"] if settings.TRUST_PROXY_HEADERS else []
-        daphne = [sys.executable, "-m", "daphne", *bind, *proxied, "config.asgi:application"]
-        fds = (listener.fileno(),) if listener is not None else ()
+        listener, children = None, []
+        if not no_web:
+            listener = _listen(host, port)
+            if listener.family == socket.AF_INET:
+                # Every daphne process accepts on the one socket, gunicorn-style: a process is
+                # bound to one core by the GIL; the kernel hands each connection to one of them.
+                bind = ["--fd", str(listener.fileno())]
+            else:
+                # daphne adopts IPv4 sockets only: one process binds the IPv6 address itself.
+                listener.close()
+                listener, web_processes = None, 1
+                bind = ["-b", host.strip("[]"), "-p", str(port)]
+            # Behind a proxy: the client's address and scheme from X-Forwarded-For / -Proto.
+            proxied = ["--proxy-headers"] if settings.TRUST_PROXY_HEADERS else []
+            daphne = [sys.executable, "-m", "daphne", *bind, *proxied, "config.asgi:application"]
+            fds = (listener.fileno(),) if listener is not None else ()
         qcluster = [sys.executable, "manage.py", "qcluster"]
         # The children, one line each: a process a later issue adds is one more line. The
         # qcluster's hooks interrupt its workers' operations the moment they die, and its
         # downloads when a stop begins (its workers then stop at their next progress write).
-        children = [Child(name, daphne, pass_fds=fds) for name in _daphne_names(web_processes)]
+        if not no_web:
+            children += [Child(name, daphne, pass_fds=fds) for name in _daphne_names(web_processes)]
         if not no_worker:
             children.append(
                 Child("qcluster", qcluster, on_exit=workers_ended, on_stop=workers_stopping)
             )
-        self.stdout.write(
-            f"Modelyard on http://{_url_host(host)}:{port}/admin/ "
-            f"({web_processes} web process{'es' if web_processes > 1 else ''}; Ctrl-C stops it)"
-        )
+        if no_web:
+            self.stdout.write("Modelyard worker host: one qcluster (Ctrl-C stops it)")
+        else:
+            self.stdout.write(
+                f"Modelyard on http://{_url_host(host)}:{port}/admin/ "
+                f"({web_processes} web process{'es' if web_processes > 1 else ''}; "
+                "Ctrl-C stops it)"
+            )
         try:
             # It keeps the listening socket: a daphne that it restarts accepts on it too.
             Supervisor(children, tick=supervisor_tick, stop_timeout=settings.RUN_STOP_TIMEOUT).run()
