@@ -173,12 +173,14 @@ def test_create_collection_with_wrong_model_type_is_409(
     assert not Collection.objects.filter(name="papers").exists()
 
 
-def test_create_collection_with_duplicate_name_is_422(superuser_client, catalog):
+def test_create_collection_with_duplicate_name_is_409(superuser_client, catalog):
+    # A conflict with what exists, not a malformed request: the same body is valid once
+    # the other collection is gone.
     body = new_collection(name="docs")
     response = superuser_client.post(f"{API}/collections", data=body, content_type=JSON)
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response.json() == {
-        "code": "ERR_INVALID",
+        "code": "ERR_ALREADY_EXISTS",
         "message": "A collection named 'docs' already exists.",
         "details": {"field": "name", "name": "docs"},
     }
@@ -283,13 +285,13 @@ def test_patch_collection_with_unknown_model_key_is_404(superuser_client, catalo
     assert response.json()["details"] == {"model": "nope", "field": "splade_model"}
 
 
-def test_patch_collection_to_a_taken_name_is_422(superuser_client, catalog):
+def test_patch_collection_to_a_taken_name_is_409(superuser_client, catalog):
     other = CollectionFactory(name="other", embedding_model=catalog["bge"])
     response = superuser_client.patch(
         f"{API}/collections/{other.id}", data={"name": "docs"}, content_type=JSON
     )
-    assert response.status_code == 422
-    assert response.json()["code"] == "ERR_INVALID"
+    assert response.status_code == 409
+    assert response.json()["code"] == "ERR_ALREADY_EXISTS"
     other.refresh_from_db()
     assert other.name == "other"
 
