@@ -146,3 +146,10 @@ def test_the_response_helper_refuses_a_status_no_error_has():
     with pytest.raises(ValueError, match="418"):
         responses(dict, 418)
     assert set(responses(dict, 404)) == {200, 401, 403, 404}
+
+
+def test_the_docs_page_loads_swagger_ui_from_our_static_files(client):
+    html = client.get(f"{API}/docs").content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower() and "https://" not in html
+    assert client.get("/static/ninja/swagger-ui-bundle.js").status_code == 200
