@@ -129,6 +129,13 @@ def test_a_control_character_in_a_json_string_is_422_and_nothing_is_stored(
     assert nothing_written() == before
 
 
+def test_a_lone_surrogate_in_a_json_string_is_422(superuser_client, catalog):
+    # Valid JSON ("\\ud800"), but no text a database can encode.
+    body = '{"name": "a\\ud800", "embedding_model": "embed"}'
+    assert_invalid(request(superuser_client, "post", f"{API}/collections", body), field="name")
+    assert Collection.objects.count() == 1
+
+
 @pytest.mark.parametrize("char", ["\t", "\n", "\r"])
 def test_a_name_refuses_tab_and_newline(superuser_client, catalog, char):
     body = {"name": f"two{char}lines", "embedding_model": "embed"}
