@@ -35,7 +35,7 @@ class ApiErrorMiddleware:
         response = self.get_response(request)
         if (
             response.status_code < 400
-            or not request.path.startswith(API_PREFIX)
+            or not (request.path + "/").startswith(API_PREFIX)
             or response.get("Content-Type", "").startswith("application/json")
         ):
             return response
