@@ -4,7 +4,7 @@ A real daphne process serves the test database; schemathesis (its command line, 
 job would run it) reads /api/v1/openapi.json and sends generated requests, valid and
 invalid, to every operation, authenticated with a superuser's API token. It must find no
 server error, no status the spec does not document, no body that does not match the
-spec, and no request that fits the spec refused.
+spec, no request that fits the spec refused and none that breaks it accepted.
 
 Safe to fuzz: the store is this test's tmp dir; no worker runs, so a queued download,
 delete or prune never starts; the hub is a port nothing listens on.
@@ -32,9 +32,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = (
     "not_a_server_error",
-    "status_code_conformance",
-    "response_schema_conformance",
-    "positive_data_acceptance",
+    "status_code_conformance",  # every status answered is documented
+    "response_schema_conformance",  # and its body fits the documented schema
+    "content_type_conformance",
+    "positive_data_acceptance",  # a request the spec allows is not refused (4xx but 404/409)
+    "negative_data_rejection",  # one it forbids is refused
+    "unsupported_method",  # a method a path does not take is a 405
+    "ignored_auth",  # without the token, or with a wrong one, nothing is served
 )
 MAX_EXAMPLES = 60  # per operation and phase: about a minute on two cores
 SEED = 10  # fixed: a failure in CI reproduces with the same command
