@@ -20,7 +20,6 @@ _ANSWERS = {
     403: ("ERR_FORBIDDEN", "Forbidden."),
     404: ("ERR_NOT_FOUND", "No such API route: see /api/v1/docs."),
     405: ("ERR_METHOD_NOT_ALLOWED", "This route does not take {method}; it takes {allow}."),
-    413: ("ERR_INVALID", "The request is too large."),
     500: ("ERR_INTERNAL", "The server failed; the error is in its log."),
 }
 
