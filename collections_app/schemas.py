@@ -5,8 +5,9 @@ Models are named by their registry key in requests and responses, never by id.
 
 from datetime import datetime
 
-from ninja import Field, Schema
-from pydantic import ConfigDict, field_validator
+from ninja import Schema
+
+from models_app.api_contract import CollectionName, Input, ModelKey, Text, omittable
 
 
 class ModelRef(Schema):
@@ -30,34 +31,26 @@ class CollectionOut(Schema):
         return obj.owner.get_username() if obj.owner_id else None
 
 
-class CollectionIn(Schema):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(..., min_length=1, max_length=200)
-    description: str = ""
-    embedding_model: str = Field(..., min_length=1)
-    reranker_model: str | None = None
-    splade_model: str | None = None
+class CollectionIn(Input):
+    name: CollectionName
+    description: Text = ""
+    embedding_model: ModelKey
+    reranker_model: ModelKey | None = None
+    splade_model: ModelKey | None = None
 
 
-class CollectionPatch(Schema):
-    """Only the fields sent change; reranker_model and splade_model accept null to clear."""
+class CollectionPatch(Input):
+    """Only the fields sent change; reranker_model and splade_model accept null to clear.
 
-    model_config = ConfigDict(extra="forbid")
+    name, description and embedding_model may be left out but not sent as null: their
+    schema is not nullable, and the default (left out) is not a value a client can send.
+    """
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    description: str | None = None
-    embedding_model: str | None = Field(None, min_length=1)
-    reranker_model: str | None = None
-    splade_model: str | None = None
-
-    @field_validator("name", "description", "embedding_model")
-    @classmethod
-    def not_null(cls, value):
-        # Runs only for fields that were sent: leaving one out is fine, null is not.
-        if value is None:
-            raise ValueError("may be left out but not null")
-        return value
+    name: CollectionName = omittable()
+    description: Text = omittable()
+    embedding_model: ModelKey = omittable()
+    reranker_model: ModelKey | None = None
+    splade_model: ModelKey | None = None
 
 
 class PreferenceOut(Schema):
@@ -67,14 +60,12 @@ class PreferenceOut(Schema):
     updated_at: datetime | None
 
 
-class PreferenceIn(Schema):
+class PreferenceIn(Input):
     """Only the fields sent change; null clears one."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    default_embedding_model: str | None = None
-    default_llm: str | None = None
-    default_reranker: str | None = None
+    default_embedding_model: ModelKey | None = None
+    default_llm: ModelKey | None = None
+    default_reranker: ModelKey | None = None
 
 
 class LLMConfigOut(Schema):
@@ -84,17 +75,8 @@ class LLMConfigOut(Schema):
     updated_at: datetime
 
 
-class LLMConfigIn(Schema):
+class LLMConfigIn(Input):
     """Only the fields sent change (a new config starts empty); model null clears it."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    description: str | None = None
-    model: str | None = None
-
-    @field_validator("description")
-    @classmethod
-    def not_null(cls, value):
-        if value is None:
-            raise ValueError("may be left out but not null")
-        return value
+    description: Text = omittable()
+    model: ModelKey | None = None

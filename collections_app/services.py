@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
 
-from models_app.errors import Incompatible, InvalidInput, NotFound
+from models_app.errors import AlreadyExists, Incompatible, InvalidInput, NotFound
 from models_app.models import Model, ModelType
 from models_app.phrasing import type_label, with_article
 
@@ -86,8 +86,8 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def _duplicate_name(name: str) -> InvalidInput:
-    return InvalidInput(
+def _duplicate_name(name: str) -> AlreadyExists:
+    return AlreadyExists(
         f"A collection named {name!r} already exists.", details={"field": "name", "name": name}
     )
 
@@ -299,7 +299,7 @@ def llm_config_update(
         if "name" in changes and (
             LLMConfig.objects.filter(name=changes["name"]).exclude(pk=config.pk).exists()
         ):
-            raise InvalidInput(
+            raise AlreadyExists(
                 f"An LLM config named {changes['name']!r} already exists.",
                 details={"field": "name", "name": changes["name"]},
             ) from None

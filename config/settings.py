@@ -84,6 +84,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    # Serves Swagger UI from its own static files: /api/v1/docs works without internet.
+    "ninja",
     "django_q",
     "channels",
     "axes",
@@ -92,6 +94,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it gives every error under /api/ (an unknown route, a wrong method, a bad
+    # Host, a crash) the API's JSON error shape, whichever layer below answered.
+    "config.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

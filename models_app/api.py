@@ -5,12 +5,12 @@ from typing import Literal
 
 from ninja import Query, Router, Schema
 from ninja.responses import Status
-from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
 from . import selectors, services
+from .api_contract import Id, Limit, Line, ModelKey, Page, QueryBool, responses
 from .errors import InvalidInput
-from .models import ModelType, OperationKind, OperationState
+from .models import OperationKind, OperationState
 from .schemas import (
     ActivateIn,
     ActiveModelOut,
@@ -21,29 +21,30 @@ from .schemas import (
     OperationOut,
     OperationPage,
     PinIn,
+    PinOut,
     PruneIn,
     PruneOut,
     ReconcileOut,
     StartOut,
+    TypeName,
+    UnmanagedDeleteOut,
     UsageOut,
 )
 
 router = Router(tags=["models"])
 
-TypeFilter = Literal["embedding", "llm", "reranker", "splade"]
-
 
 class ModelFilters(Schema):
-    type: TypeFilter | None = None
+    type: TypeName | None = None
     status: selectors.StatusFilter = "all"
-    search: str | None = Field(None, max_length=200)
-    recommended: bool | None = None
+    search: Line | None = None
+    recommended: QueryBool | None = None
     sort: selectors.SortKey = "name"
-    page: int = Field(1, ge=1)
-    page_size: int = Field(50, ge=1, le=200)
+    page: Page = 1
+    page_size: Limit = 50
 
 
-@router.get("/models", response=ModelPage)
+@router.get("/models", response=responses(ModelPage, 422))
 def list_models(request, filters: Query[ModelFilters]):
     """List registry models with their install state; filter, search, sort, paginate."""
     qs = selectors.model_list(
@@ -64,43 +65,39 @@ def list_models(request, filters: Query[ModelFilters]):
     }
 
 
-@router.get("/models/{key}", response=ModelDetail)
-def get_model(request, key: str):
+@router.get("/models/{key}", response=responses(ModelDetail, 404, 422))
+def get_model(request, key: ModelKey):
     """Return every registry field of one model, its install state and its usage count."""
     return selectors.model_get(key=key)
 
 
-@router.post("/models/{key}/activate", response=ActiveModelOut)
-def activate_model(request, key: str):
+@router.post("/models/{key}/activate", response=responses(ActiveModelOut, 404, 409, 422))
+def activate_model(request, key: ModelKey):
     """Make this installed model the active one for its type."""
     model = selectors.model_get(key=key)
     return services.model_activate(model=model, user=request.auth)
 
 
-@router.get("/active-models", response=list[ActiveModelOut])
+@router.get("/active-models", response=responses(list[ActiveModelOut]))
 def list_active_models(request):
     """Return the active model of each type that has one."""
     return selectors.active_model_list()
 
 
-@router.post("/active-models", response=ActiveModelOut)
+@router.post("/active-models", response=responses(ActiveModelOut, 404, 409, 422))
 def set_active_model(request, payload: ActivateIn):
     """Set the active model for a type; the model must be installed and of that type."""
-    if payload.type not in ModelType.values:
-        raise InvalidInput(
-            f"Unknown model type {payload.type!r}.", details={"types": ModelType.values}
-        )
     model = selectors.model_get(key=payload.model)
     return services.model_activate(model=model, type=payload.type, user=request.auth)
 
 
-@router.get("/cache", response=CacheOut)
+@router.get("/cache", response=responses(CacheOut))
 def get_cache(request):
     """Return the store figures of the last reconcile and the free disk now."""
     return selectors.cache_summary()
 
 
-@router.post("/store/reconcile", response=ReconcileOut)
+@router.post("/store/reconcile", response=responses(ReconcileOut))
 def reconcile_store(request):
     """Rescan the store and update installed state now."""
     return services.store_reconcile()
@@ -114,22 +111,24 @@ def _start_response(result: services.StartResult) -> Status:
     )
 
 
-@router.post("/models/{key}/download", response={200: StartOut, 202: StartOut})
-def download_model(request, key: str):
+@router.post(
+    "/models/{key}/download", response=responses({200: StartOut, 202: StartOut}, 404, 409, 422)
+)
+def download_model(request, key: ModelKey):
     """Queue a download (202), or return the active one (200); 409 if another kind runs."""
     model = selectors.model_get(key=key)
     result = services.download_start(model=model, user=request.auth)
     return _start_response(result)
 
 
-@router.get("/models/{key}/usage", response=UsageOut)
-def model_usage(request, key: str):
+@router.get("/models/{key}/usage", response=responses(UsageOut, 404, 422))
+def model_usage(request, key: ModelKey):
     """Return the usage preflight: what blocks a delete, what it warns of, the bytes it frees."""
     return selectors.model_usage(model=selectors.model_get(key=key))
 
 
-@router.delete("/models/{key}", response={200: StartOut, 202: StartOut})
-def delete_model(request, key: str, confirm: bool = False):
+@router.delete("/models/{key}", response=responses({200: StartOut, 202: StartOut}, 404, 409, 422))
+def delete_model(request, key: ModelKey, confirm: QueryBool = False):
     """Queue a delete (202): 409 ERR_IN_USE if a collection uses the model, 409
     ERR_CONFIRM_REQUIRED (with the preflight) when it warns and confirm is not true."""
     model = selectors.model_get(key=key)
@@ -143,20 +142,20 @@ OperationKindFilter = Literal[tuple(OperationKind.values)]
 
 class OperationFilters(Schema):
     state: OperationStateFilter | None = None
-    model: str | None = None
+    model: Line | None = None
     kind: OperationKindFilter | None = None
-    limit: int = Field(50, ge=1, le=200)
+    limit: Limit = 50
 
 
-@router.get("/operations", response=OperationPage)
+@router.get("/operations", response=responses(OperationPage, 422))
 def list_operations(request, filters: Query[OperationFilters]):
     """List operations, newest first."""
     qs = selectors.operation_list(state=filters.state, model=filters.model, kind=filters.kind)
     return {"count": qs.count(), "items": list(qs[: filters.limit])}
 
 
-@router.get("/operations/{operation_id}", response=OperationOut)
-def get_operation(request, operation_id: int):
+@router.get("/operations/{operation_id}", response=responses(OperationOut, 404, 422))
+def get_operation(request, operation_id: Id):
     """Return one operation: state, bytes done and total, speed, ETA, error."""
     return selectors.operation_get(operation_id=operation_id)
 
@@ -183,8 +182,12 @@ _CANCEL_BODY = {
 }
 
 
-@router.post("/operations/{operation_id}/cancel", response=OperationOut, openapi_extra=_CANCEL_BODY)
-def cancel_operation(request, operation_id: int):
+@router.post(
+    "/operations/{operation_id}/cancel",
+    response=responses(OperationOut, 404, 409, 422),
+    openapi_extra=_CANCEL_BODY,
+)
+def cancel_operation(request, operation_id: Id):
     """Cancel a queued operation, or ask a running one to stop. A download's partial files
     stay for a retry unless the body says `{"discard_partial": true}`, which also removes
     those a failed, cancelled or interrupted download left behind."""
@@ -195,22 +198,24 @@ def cancel_operation(request, operation_id: int):
     )
 
 
-@router.post("/operations/{operation_id}/retry", response={202: OperationOut})
-def retry_operation(request, operation_id: int):
+@router.post(
+    "/operations/{operation_id}/retry", response=responses({202: OperationOut}, 404, 409, 422)
+)
+def retry_operation(request, operation_id: Id):
     """Queue a failed, cancelled or interrupted operation again; it resumes from its partials."""
     op = selectors.operation_get(operation_id=operation_id)
     return Status(202, services.operation_retry(operation=op, user=request.auth))
 
 
-@router.put("/models/{key}/pinned", response=dict)
-def pin_model(request, key: str, payload: PinIn):
+@router.put("/models/{key}/pinned", response=responses(PinOut, 404, 409, 422))
+def pin_model(request, key: ModelKey, payload: PinIn):
     """Pin or unpin an installed model; prune never removes a pinned one."""
     model = selectors.model_get(key=key)
     installation = services.installation_pin(model=model, pinned=payload.pinned, user=request.auth)
     return {"model": model.key, "pinned": installation.pinned}
 
 
-@router.post("/cache/prune", response={200: PruneOut, 202: PruneOut})
+@router.post("/cache/prune", response=responses({200: PruneOut, 202: PruneOut}, 409, 422))
 def prune_cache(request, payload: PruneIn):
     """Dry run (default): what a prune would remove and why. dry_run=false queues it as a
     prune operation with that plan (202), or returns the prune already active (200)."""
@@ -222,8 +227,8 @@ def prune_cache(request, payload: PruneIn):
     return Status(result.http_status, body | {"operation": result.operation})
 
 
-@router.delete("/cache/unmanaged/{repo_pk}", response=dict)
-def delete_unmanaged(request, repo_pk: int):
+@router.delete("/cache/unmanaged/{repo_pk}", response=responses(UnmanagedDeleteOut, 404, 409, 422))
+def delete_unmanaged(request, repo_pk: Id):
     """Delete a repo that no registry entry claims from the models store."""
     repo = selectors.unmanaged_get(repo_pk=repo_pk)
     freed = services.unmanaged_delete(repo=repo, user=request.auth)

@@ -11,6 +11,7 @@ from ninja import Router, Schema
 from pydantic import Field
 
 from . import selectors
+from .api_contract import responses
 
 router = Router(tags=["status"])
 
@@ -43,7 +44,7 @@ class StatusOut(Schema):
     disk_total_bytes: int
 
 
-@router.get("/status", response=StatusOut)
+@router.get("/status", response=responses(StatusOut))
 def get_status(request):
     """Return the store, installed and active models, loaded models, process heartbeats,
     free disk and version."""

@@ -17,10 +17,12 @@ class ModelyardError(Exception):
         self.details = details or {}
 
     def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
+        return error_body(self.code, self.message, self.details)
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the one error shape: `details` is always there, empty when there are none."""
+    return {"code": code, "message": message, "details": details or {}}
 
 
 class InternalError(ModelyardError):
@@ -48,6 +50,20 @@ class PermissionDenied(ModelyardError):
 class NotFound(ModelyardError):
     code = "ERR_NOT_FOUND"
     status = 404
+
+
+class MethodNotAllowed(ModelyardError):
+    """The route exists, the HTTP method does not (the Allow header lists those that do)."""
+
+    code = "ERR_METHOD_NOT_ALLOWED"
+    status = 405
+
+
+class AlreadyExists(ModelyardError):
+    """A name that must be unique is taken."""
+
+    code = "ERR_ALREADY_EXISTS"
+    status = 409
 
 
 class AlreadyRunning(ModelyardError):
@@ -138,3 +154,11 @@ class InvalidState(ModelyardError):
 
     code = "ERR_INVALID_STATE"
     status = 409
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
+
+
+# The statuses an error can answer with; the API documents only these with the error body.
+ERROR_STATUSES = frozenset(cls.status for cls in _subclasses(ModelyardError))

@@ -1,9 +1,15 @@
 """API shapes (ninja schemas) for models, cache and active models."""
 
 from datetime import datetime
+from typing import Literal
 
 from ninja import Field, Schema
-from pydantic import BaseModel, StrictBool
+from pydantic import BaseModel
+
+from .api_contract import Bool, Input, ModelKey
+from .constants import MODEL_TYPES
+
+TypeName = Literal[MODEL_TYPES]
 
 
 class InstallationOut(Schema):
@@ -111,9 +117,9 @@ class ActiveModelOut(Schema):
     activated_at: datetime
 
 
-class ActivateIn(Schema):
-    type: str
-    model: str
+class ActivateIn(Input):
+    type: TypeName
+    model: ModelKey
 
 
 class UnmanagedRepoOut(Schema):
@@ -225,8 +231,8 @@ class PruneItemOut(Schema):
     reason: str
 
 
-class PruneIn(Schema):
-    dry_run: bool = True
+class PruneIn(Input):
+    dry_run: Bool = True
 
 
 class PruneOut(Schema):
@@ -247,10 +253,20 @@ class PruneOut(Schema):
     partial_files: list[str]
 
 
-class PinIn(Schema):
+class PinIn(Input):
+    pinned: Bool
+
+
+class PinOut(Schema):
+    model: str
     pinned: bool
 
 
-class CancelIn(Schema):
+class CancelIn(Input):
     # A download's partial files go too, instead of staying for a retry to resume.
-    discard_partial: StrictBool = False
+    discard_partial: Bool = False
+
+
+class UnmanagedDeleteOut(Schema):
+    repo_id: str
+    bytes_freed: int

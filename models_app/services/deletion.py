@@ -140,7 +140,8 @@ def unmanaged_delete(*, repo: UnmanagedRepo, user=None) -> int:
     """Delete a repo no registry entry claims from the models store; return the bytes freed."""
     if repo.location != StoreLocation.PRIMARY:
         raise InvalidState(
-            f"{repo.repo_id} lives in the read-only legacy cache; Modelyard does not delete there."
+            f"{repo.repo_id} lives in the read-only legacy cache; Modelyard does not delete there.",
+            details={"repo_id": repo.repo_id, "location": repo.location},
         )
     removal = get_store().plan_removal(repo.repo_id, ["*"], [], repo_type=repo.repo_type)
     removal.execute()

@@ -19,7 +19,10 @@ def installation_pin(*, model: Model, pinned: bool, user=None) -> Installation:
     """Pin (or unpin) an installed model so that prune never removes it."""
     installation = Installation.objects.filter(model=model).first()
     if installation is None:
-        raise NotInstalled(f"{model.key} is not installed; only installed models can be pinned.")
+        raise NotInstalled(
+            f"{model.key} is not installed; only installed models can be pinned.",
+            details={"model": model.key},
+        )
     Installation.objects.filter(pk=installation.pk).update(pinned=pinned)
     installation.pinned = pinned
     return installation

@@ -176,12 +176,14 @@ def test_create_collection_with_wrong_model_type_is_409(
     assert not Collection.objects.filter(name="papers").exists()
 
 
-def test_create_collection_with_duplicate_name_is_422(superuser_client, catalog):
+def test_create_collection_with_duplicate_name_is_409(superuser_client, catalog):
+    # A conflict with what exists, not a malformed request: the same body is valid once
+    # the other collection is gone.
     body = new_collection(name="docs")
     response = superuser_client.post(f"{API}/collections", data=body, content_type=JSON)
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response.json() == {
-        "code": "ERR_INVALID",
+        "code": "ERR_ALREADY_EXISTS",
         "message": "A collection named 'docs' already exists.",
         "details": {"field": "name", "name": "docs"},
     }
@@ -207,9 +209,10 @@ def test_create_collection_with_bad_payload_is_422(superuser_client, catalog, bo
     assert Collection.objects.count() == 1
 
 
-def test_create_collection_with_malformed_json_is_4xx_not_500(superuser_client, catalog):
+def test_create_collection_with_malformed_json_is_422_not_500(superuser_client, catalog):
     response = superuser_client.post(f"{API}/collections", data="{nope", content_type=JSON)
-    assert response.status_code in (400, 422)
+    assert response.status_code == 422
+    assert response.json()["code"] == "ERR_INVALID"
 
 
 def test_get_collection(superuser_client, catalog):
@@ -286,13 +289,13 @@ def test_patch_collection_with_unknown_model_key_is_404(superuser_client, catalo
     assert response.json()["details"] == {"model": "nope", "field": "splade_model"}
 
 
-def test_patch_collection_to_a_taken_name_is_422(superuser_client, catalog):
+def test_patch_collection_to_a_taken_name_is_409(superuser_client, catalog):
     other = CollectionFactory(name="other", embedding_model=catalog["bge"])
     response = superuser_client.patch(
         f"{API}/collections/{other.id}", data={"name": "docs"}, content_type=JSON
     )
-    assert response.status_code == 422
-    assert response.json()["code"] == "ERR_INVALID"
+    assert response.status_code == 409
+    assert response.json()["code"] == "ERR_ALREADY_EXISTS"
     other.refresh_from_db()
     assert other.name == "other"
 

@@ -7,7 +7,7 @@ from django.db import connection, transaction
 
 from collections_app import services
 from collections_app.models import Collection, LLMConfig, UserPreference
-from models_app.errors import Incompatible, InvalidInput, NotFound
+from models_app.errors import AlreadyExists, Incompatible, InvalidInput, NotFound
 from models_app.models import Model
 from tests.factories import CollectionFactory, LLMConfigFactory, ModelFactory, UserFactory
 from tests.processes import wait_until
@@ -64,9 +64,9 @@ def test_collection_create_with_wrong_type_is_incompatible(models, field, wrong,
     assert not Collection.objects.exists()
 
 
-def test_collection_create_duplicate_name_is_invalid_input(models):
+def test_collection_create_duplicate_name_already_exists(models):
     services.collection_create(name="docs", embedding_model=models["embedding"])
-    with pytest.raises(InvalidInput) as exc:
+    with pytest.raises(AlreadyExists) as exc:
         services.collection_create(name="docs", embedding_model=models["embedding2"])
     assert exc.value.details == {"field": "name", "name": "docs"}
     assert Collection.objects.count() == 1
@@ -128,10 +128,10 @@ def test_collection_update_cannot_clear_the_embedding_model(models):
         services.collection_update(collection=collection, embedding_model=None)
 
 
-def test_collection_update_to_a_taken_name_is_invalid_input(models):
+def test_collection_update_to_a_taken_name_already_exists(models):
     CollectionFactory(name="taken", embedding_model=models["embedding"])
     collection = CollectionFactory(name="mine", embedding_model=models["embedding"])
-    with pytest.raises(InvalidInput):
+    with pytest.raises(AlreadyExists):
         services.collection_update(collection=collection, name="taken")
     assert collection.name == "mine"  # the in-memory row is restored too
 

@@ -271,8 +271,9 @@ def test_malformed_json_is_422_not_500(superuser_client, catalog):
     response = superuser_client.post(
         f"{API}/active-models", "{not json", content_type="application/json"
     )
-    assert response.status_code in (400, 422)
+    assert response.status_code == 422
     assert response.json()["code"] == "ERR_INVALID"
+    assert response.json()["details"]["errors"][0]["loc"] == ["body"]
 
 
 def test_active_choice_persists_in_the_database(superuser_client, catalog):
