@@ -26,7 +26,14 @@ last, is held) and the client's read.
 Before that, the same list requests run alone for `--baseline` seconds (no websocket, no
 download), to show what the live updates add to the list's latency.
 
-Goals (issue "Live settings page"): delay p95 < 300 ms, zero errors, list p99 < 250 ms.
+Before each setup it prints how idle the machine was (over 3 s) and every process it found
+that could weigh on the figures: a daphne, qcluster, `manage.py` or hub server left over
+from an earlier run, and anything else using 2 % of a core or more. After each setup it
+stops the setup's whole process tree (Ctrl-C, then a kill of what is left after 30 s) and
+reports how long that took, so that no setup is measured beside the previous one.
+
+Goals (issue "Live settings page", again in the reliability issue): delay p95 < 300 ms,
+zero errors, list p99 < 250 ms, in both setups on 2 cores.
 Errors: a websocket that fails or closes, a client that misses an end state or gets an
 update twice, a list request that fails or answers other than 200, a failed download.
 The hub, daphne, the worker and the two load generators (websockets; list requests) are
