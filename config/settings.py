@@ -157,6 +157,9 @@ elif DATABASES["default"]["ENGINE"].endswith("postgresql") and env.bool(
     # CONN_MAX_AGE would leave an open connection behind every finished thread until
     # PostgreSQL refuses new clients. Workers keep persistent connections: django-q2 forks
     # them, and a pool (its connections, its threads) does not survive a fork.
+    # Django's backend but for the pool's check: one broken connection (after a server
+    # restart) makes it check every idle one at once (config/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

@@ -19,6 +19,7 @@ import config.asgi
 from django.db import connection
 print(json.dumps({
     "pool": connection.settings_dict["OPTIONS"].get("pool"),
+    "engine": connection.settings_dict["ENGINE"],
     "conn_max_age": connection.settings_dict["CONN_MAX_AGE"],
     "flag_left": "MODELYARD_WEB_PROCESS" in os.environ,
 }))
@@ -49,6 +50,7 @@ def test_a_web_process_pools_postgresql_connections_and_its_children_do_not():
     )  # fmt: skip
     figures = json.loads(web.stdout.strip().splitlines()[-1])
     assert figures["pool"]["max_size"] >= 1 and figures["conn_max_age"] == 0
+    assert figures["engine"] == "config.postgresql"  # its pool survives a server restart
     assert figures["flag_left"] is False
     # A process that is not started as a web process (a worker, a command) keeps
     # persistent connections: django-q2 forks its workers, and a pool does not survive that.
@@ -59,3 +61,4 @@ def test_a_web_process_pools_postgresql_connections_and_its_children_do_not():
     )  # fmt: skip
     figures = json.loads(worker.stdout.strip().splitlines()[-1])
     assert figures["pool"] is None and figures["conn_max_age"] > 0
+    assert figures["engine"] == "django.db.backends.postgresql"

@@ -256,7 +256,9 @@ def test_a_postgresql_restart_mid_download_leaves_nothing_stuck_or_lost(topology
             timeout=40, what=f"{web} to answer again", interval=0.2,
         )  # fmt: skip
 
-    # The download either goes on or is left with a stale heartbeat; nothing stays running.
+    # The download goes on: its writes outlast the blip (services/progress.py). Before,
+    # it died with its connection and was left with a stale heartbeat, to be reaped and
+    # retried; that path stays, to show what happened if it comes back.
     def settled():
         current = topology.operation(op["id"])
         if current["state"] != "running":
@@ -289,18 +291,19 @@ def test_a_postgresql_restart_mid_download_leaves_nothing_stuck_or_lost(topology
         f"{time.monotonic() - after_began:.1f} s")  # fmt: skip
     assert final["state"] == "succeeded", final
     assert hub.bytes_sent(path) <= 1.05 * LARGE  # resumed, not started over
+    assert (how, retried, final["attempts"]) == ("succeeded", False, 1), (how, final)
+    assert all(status == 200 and seconds < 3 for _, status, seconds in recovery), recovery
     assert after_final["state"] == "succeeded", after_final
     for name, proc in topology.procs.items():
         assert proc.poll() is None, f"{name} exited: {topology.log_tail(name)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="psycopg_pool checks each idle connection a web process hands out and, after each "
-    "broken one, waits 1, 2, 4, 8, 16 s before the next: after a restart a request waits "
-    "up to DB_POOL_TIMEOUT (30 s) and gets a 500",
-)
 def test_web_processes_answer_at_once_after_a_postgresql_restart(topology):
+    """Every idle pooled connection is broken: one request must not meet them one by one.
+
+    psycopg_pool's own check waited 0, 1, 2, 4, 8, 16 s between them, past the pool's
+    timeout (30 s, then a 500); config/postgresql sweeps the pool at the first broken one.
+    """
     # Busy web processes hold several pooled connections, idle between requests.
     with ThreadPoolExecutor(max_workers=16) as pool:
         for web in WEBS:
@@ -316,7 +319,7 @@ def test_web_processes_answer_at_once_after_a_postgresql_restart(topology):
     with ThreadPoolExecutor(max_workers=len(WEBS)) as pool:
         answers = list(pool.map(first_answer, WEBS))
     say(f"c) after a PostgreSQL restart, the first request (web, status, seconds): {answers}")
-    assert all(status == 200 and seconds < 5 for _, status, seconds in answers), answers
+    assert all(status == 200 and seconds < 3 for _, status, seconds in answers), answers
 
 
 # --- d) Redis restarted: live updates resume, queued work is not lost ----------------------

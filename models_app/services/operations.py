@@ -26,6 +26,7 @@ from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationKind, 
 from ..phrasing import with_article
 from ..store import get_store
 from .events import event_record, operation_publish
+from .progress import write_retried
 
 logger = logging.getLogger(__name__)
 
@@ -362,26 +363,35 @@ def operation_finish(
         OperationState.CANCELLED: EventKind.CANCELLED,
     }[state]
     verb = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}[state]
+
     # The end state and its event commit together: no reader sees one without the other.
-    with transaction.atomic():
-        ended = Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).update(
-            **values
-        )
-        if not ended:
-            return False
-        op = Operation.objects.select_related("model").get(pk=operation.pk)
-        message = f"{op.kind.title()} of {op.target} {verb}"
-        if message_tail:
-            message += f": {message_tail}"
-        event_record(
-            kind=kind,
-            message=message + ("" if message.endswith(".") else "."),
-            model=op.model,
-            operation=op,
-            error_code=error.code if error else "",
-            # An error's details may hold any key ("model"); the row keeps them, not the event.
-            **((result or {}) if state == OperationState.SUCCEEDED else {}),
-        )
+    # A transaction of its own, so a connection lost to a database restart runs it again.
+    def end() -> Operation | None:
+        with transaction.atomic():
+            ended = Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).update(
+                **values
+            )
+            if not ended:
+                return None
+            op = Operation.objects.select_related("model").get(pk=operation.pk)
+            message = f"{op.kind.title()} of {op.target} {verb}"
+            if message_tail:
+                message += f": {message_tail}"
+            event_record(
+                kind=kind,
+                message=message + ("" if message.endswith(".") else "."),
+                model=op.model,
+                operation=op,
+                error_code=error.code if error else "",
+                # An error's details may hold any key ("model"); the row keeps them, not the
+                # event.
+                **((result or {}) if state == OperationState.SUCCEEDED else {}),
+            )
+        return op
+
+    op = write_retried(end, what=f"the end of operation {operation.pk}")
+    if op is None:
+        return False
     operation_publish(op)
     return True
 

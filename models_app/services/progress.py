@@ -11,9 +11,11 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -22,6 +24,52 @@ from ..models import Operation, OperationState
 from .events import operation_publish
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The waits before each new try of a write whose connection failed: 3 s in all, enough for
+# a database restart (a server back within a second or two); then the error goes up.
+WRITE_RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6)
+
+
+def write_retried(write: Callable[[], T], *, what: str, delays=WRITE_RETRY_DELAYS) -> T:
+    """Run `write` (a few statements, or one transaction of its own); retry a lost connection.
+
+    A database restart cuts every connection: the next statement of a running download
+    raised (AdminShutdown, then "the connection is closed"), and nothing reconnects a
+    connection inside a task, so its end state could not be written either and the row
+    stayed running until the reaper. On an OperationalError (or InterfaceError) that lost
+    the connection, outside a transaction, the dead connection is closed and `write` runs
+    again on a new one after a short wait, a few times. Any other error goes up at once:
+    one on a connection that still works (SQLite's "database is locked" after its busy
+    timeout), and one inside a transaction (it is the caller's, and only the caller can
+    run it again). `write` must be safe to repeat (a conditional update, a transaction).
+    """
+    for delay in (*delays, None):
+        raw = None
+        try:
+            connection.ensure_connection()
+            raw = connection.connection
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block or not _lost(raw):
+                raise
+            connection.close()  # the next write, this one's or the caller's, connects anew
+            if delay is None:
+                raise
+            logger.warning("%s: the database connection failed (%s); trying again in %.1f s",
+                           what, str(exc).strip(), delay)  # fmt: skip
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _lost(raw) -> bool:
+    """Whether the driver's connection `raw` (None: none could be made) died under a write.
+
+    Dead (psycopg's `closed` is true of a broken connection), or already replaced: a
+    transaction whose rollback failed drops the connection and Django opens the next one.
+    """
+    return raw is None or raw is not connection.connection or getattr(raw, "closed", False)
 
 
 class LostOwnership(Exception):
@@ -66,22 +114,29 @@ class ProgressReporter:
         values = {}
         if self._retries:
             values["attempts"] = F("attempts") + self._retries
-        written = Operation.objects.filter(pk=op.pk, state=OperationState.RUNNING).update(
-            bytes_done=op.bytes_done,
-            speed=op.speed,
-            eta_seconds=op.eta_seconds,
-            heartbeat_at=Now(),
-            updated_at=Now(),
-            **values,
-        )
-        if not written:
+
+        def write() -> dict | None:
+            written = Operation.objects.filter(pk=op.pk, state=OperationState.RUNNING).update(
+                bytes_done=op.bytes_done,
+                speed=op.speed,
+                eta_seconds=op.eta_seconds,
+                heartbeat_at=Now(),
+                updated_at=Now(),
+                **values,
+            )
+            if not written:
+                return None
+            # Read back what the database wrote, so the published state is the row's state.
+            row = Operation.objects.filter(pk=op.pk).values(
+                "cancel_requested", "attempts", "heartbeat_at", "updated_at"
+            )
+            return row.first() or {}
+
+        row = write_retried(write, what=f"progress of operation {op.pk}")
+        if row is None:
             raise LostOwnership(op.pk)
         self._retries = 0
-        # Read back what the database wrote, so the published state is the row's state.
-        row = Operation.objects.filter(pk=op.pk).values(
-            "cancel_requested", "attempts", "heartbeat_at", "updated_at"
-        )
-        for field, value in (row.first() or {}).items():
+        for field, value in row.items():
             setattr(op, field, value)
         self.cancel_requested = bool(op.cancel_requested)
         operation_publish(op)
@@ -89,11 +144,11 @@ class ProgressReporter:
 
 def heartbeat_write(*, operation_id: int) -> bool:
     """Write a running operation's heartbeat now; False if it is no longer running."""
-    return bool(
-        Operation.objects.filter(pk=operation_id, state=OperationState.RUNNING).update(
-            heartbeat_at=Now()
-        )
+    running = Operation.objects.filter(pk=operation_id, state=OperationState.RUNNING)
+    written = write_retried(
+        lambda: running.update(heartbeat_at=Now()), what=f"heartbeat of operation {operation_id}"
     )
+    return bool(written)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend with a pool that recovers from a server restart at once (base.py)."""
