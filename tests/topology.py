@@ -428,15 +428,17 @@ class Topology:
 
 
 def reap_now(topology: Topology) -> None:
-    """Make the reaper of dead workers run now, as the code reaps today.
+    """Make the reaper of dead workers run now, as bare qclusters reap.
 
-    Today the reaper is django-q2's once-a-minute schedule `models_app.tasks.reap` (and a
-    reap when a worker starts). This makes the schedule due at once, as if its minute had
-    passed; a cluster's scheduler (each looks every 30 s) enqueues it and a worker runs
-    it. The one place to change once `manage.py run` reaps by itself within
-    OPERATION_HEARTBEAT_STALE + 5 s: then this waits for nothing. The same task runs the
-    sweep that enqueues again queued operations whose task was lost
-    (`operations_requeue`): whatever takes over the reaping must run it too.
+    The clusters here are bare `manage.py qcluster` processes (the deploy guide allows
+    them): their reaper is django-q2's once-a-minute schedule `models_app.tasks.reap` (and
+    a reap when a worker starts). This makes the schedule due at once, as if its minute had
+    passed; a cluster's scheduler (each looks every 30 s) enqueues it and a worker runs it.
+    A host under `manage.py run` (`--no-web` on a worker host) reaps every 2 s by itself:
+    tests/models_app/test_supervisor.py proves a web host reaping a dead worker host's
+    download within OPERATION_HEARTBEAT_STALE + 5 s. The same task runs the sweep that
+    enqueues again queued operations whose task was lost (`operations_requeue`), as the
+    supervisor's tick does.
     """
     moved = topology.sql(
         "UPDATE django_q_schedule SET next_run = now() - interval '1 second' "
