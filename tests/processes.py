@@ -10,6 +10,7 @@ import http.client
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -113,6 +114,46 @@ def database_url() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{db['NAME']}"
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def backends_terminate(pids) -> None:
+    """Cut these PostgreSQL server connections, as a restart does; wait until they are gone."""
+    import psycopg
+
+    with psycopg.connect(database_url(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        wait_until(
+            lambda: not admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+            ).fetchall(),
+            timeout=10, what="the terminated backends to exit",
+        )  # fmt: skip
+
+
+def operation_thread(operation_id: int) -> tuple[threading.Thread, dict]:
+    """Start a thread that runs one operation as a worker does; return it and its outcome.
+
+    The outcome gets "state" (what operation_run returned, or the exception it raised) and
+    "at" (time.monotonic() when it ended). The thread closes its database connection.
+    """
+    from django.db import connection
+
+    from models_app.engine import operation_run
+
+    outcome = {}
+
+    def worker():
+        try:
+            outcome["state"] = operation_run(operation_id=operation_id)
+        except Exception as exc:  # the test asserts on it
+            outcome["state"] = exc
+        finally:
+            outcome["at"] = time.monotonic()
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    return thread, outcome
 
 
 def child_env(settings, **extra) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.db.backends.postgresql import base as django_postgresql
 
-from tests.processes import database_url, wait_until
+from tests.processes import backends_terminate, wait_until
 
 pytestmark = [
     pytest.mark.postgres,
@@ -38,7 +38,6 @@ def pooled_wrapper(wrapper_class, *, max_size: int):
 
 def pool_with_dead_connections(wrapper, n: int) -> None:
     """Fill the wrapper's pool with `n` idle connections, then terminate their backends."""
-    import psycopg
 
     pool = wrapper.pool
     pool.open(wait=True, timeout=10)
@@ -50,14 +49,7 @@ def pool_with_dead_connections(wrapper, n: int) -> None:
         lambda: pool.get_stats()["pool_available"] >= n,
         timeout=10, what="the connections back in the pool",
     )  # fmt: skip
-    with psycopg.connect(database_url(), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
-        wait_until(
-            lambda: not admin.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
-            ).fetchall(),
-            timeout=10, what="the terminated backends to exit",
-        )  # fmt: skip
+    backends_terminate(pids)
 
 
 def first_query_seconds(wrapper) -> float:

@@ -5,42 +5,25 @@ does (AdminShutdown on its next statement). The outage that lasts is a write tha
 raises: the shared server cannot be stopped here.
 """
 
-import threading
-
 import pytest
 from django.db import OperationalError, connection, transaction
 
 from models_app import services
-from models_app.engine import operation_run
 from models_app.models import Event, Operation
 from models_app.services.operations import operation_finish
 from models_app.services.progress import ProgressReporter, heartbeat_write, write_retried
 from tests.factories import ModelFactory
-from tests.processes import database_url, wait_until
+from tests.processes import backends_terminate, operation_thread, wait_until
 
 postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="pg_terminate_backend is PostgreSQL's"
 )
 
 
-def terminate(pids) -> None:
-    """Cut these server connections, as a restart does, and wait until they are gone."""
-    import psycopg
-
-    with psycopg.connect(database_url(), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
-        wait_until(
-            lambda: not admin.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
-            ).fetchall(),
-            timeout=10, what="the terminated backends to exit",
-        )  # fmt: skip
-
-
 def cut_own_connection() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
-        terminate([cursor.fetchone()[0]])
+        backends_terminate([cursor.fetchone()[0]])
 
 
 def other_backends() -> list[int]:
@@ -124,18 +107,7 @@ def test_a_download_whose_connection_is_cut_goes_on_to_the_end(hub, settings):
         allow_patterns=["*.json", "*.safetensors", "1_Pooling/"],
     )  # fmt: skip
     op = services.download_start(model=model).operation
-    outcome = {}
-
-    def worker():
-        try:
-            outcome["state"] = operation_run(operation_id=op.id)
-        except Exception as exc:  # asserted on below
-            outcome["state"] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=worker)
-    thread.start()
+    thread, outcome = operation_thread(op.id)
     try:
         wait_until(
             lambda: 0.1 * size < Operation.objects.get(pk=op.pk).bytes_done < 0.6 * size,
@@ -143,7 +115,7 @@ def test_a_download_whose_connection_is_cut_goes_on_to_the_end(hub, settings):
         )  # fmt: skip
         pids = other_backends()
         assert pids, "the worker thread holds no connection"
-        terminate(pids)
+        backends_terminate(pids)
     finally:
         thread.join(timeout=30)
     assert outcome["state"] == "succeeded", outcome

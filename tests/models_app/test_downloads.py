@@ -1,11 +1,9 @@
 """Downloads through the service, against the real hub test server and a real store."""
 
 import hashlib
-import threading
 import time
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from huggingface_hub import hf_hub_download, scan_cache_dir
 
@@ -14,7 +12,7 @@ from models_app.engine import operation_run
 from models_app.errors import AlreadyRunning, InvalidState
 from models_app.models import Event, Installation, Operation
 from tests.factories import ModelFactory, OperationFactory
-from tests.processes import wait_until
+from tests.processes import operation_thread, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -232,17 +230,7 @@ def test_disk_preflight_names_both_numbers(hub, gguf, settings):
 def test_cancel_stops_within_a_second_and_keeps_the_partial(hub, embed, isolated_store):
     hub.add_fault("model.safetensors", "throttle", bytes_per_sec=400_000)
     op = services.download_start(model=embed).operation
-    outcome = {}
-
-    def worker():
-        try:
-            outcome["state"] = operation_run(operation_id=op.id)
-            outcome["at"] = time.monotonic()
-        finally:
-            connection.close()
-
-    t = threading.Thread(target=worker)
-    t.start()
+    t, outcome = operation_thread(op.id)
     wait_until(
         lambda: Operation.objects.get(pk=op.pk).bytes_done >= 200_000,
         timeout=10,
@@ -319,16 +307,7 @@ def test_reaped_worker_stops_without_overwriting(hub, embed, settings):
     """A worker whose row was reaped (it looked dead) stops at its next progress write."""
     hub.add_fault("model.safetensors", "throttle", bytes_per_sec=500_000)
     op = services.download_start(model=embed).operation
-    result = {}
-
-    def worker():
-        try:
-            result["s"] = operation_run(operation_id=op.id)
-        finally:
-            connection.close()
-
-    t = threading.Thread(target=worker)
-    t.start()
+    t, result = operation_thread(op.id)
     wait_until(
         lambda: Operation.objects.get(pk=op.pk).state == "running",
         timeout=10,
@@ -340,7 +319,7 @@ def test_reaped_worker_stops_without_overwriting(hub, embed, settings):
     )
     assert services.operations_reap(now=timezone.now()) == [op.id]
     t.join(timeout=10)
-    assert result["s"] == "lost"
+    assert result["state"] == "lost"
     assert Operation.objects.get(pk=op.pk).state == "interrupted"
 
 

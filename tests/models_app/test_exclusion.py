@@ -1,19 +1,15 @@
 """One operation per model, whatever its kind and state, on every interface; and a download's
 cancel that discards its partial files."""
 
-import threading
-
 import pytest
-from django.db import connection
 from django.urls import reverse
 
 from models_app import selectors, services
-from models_app.engine import operation_run
 from models_app.models import Event, Installation, Operation, StoreScan
 from models_app.services.reconcile import store_reconcile
 from tests.factories import ModelFactory, OperationFactory
 from tests.hub_cache import write_partial, write_snapshot
-from tests.processes import wait_until
+from tests.processes import operation_thread, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -239,16 +235,7 @@ def test_cancel_of_a_running_download_discards_its_partials_when_the_worker_stop
     store_reconcile()
     hub.add_fault("model.safetensors", "throttle", bytes_per_sec=400_000)
     op = services.download_start(model=embed).operation
-    outcome = {}
-
-    def worker():
-        try:
-            outcome["state"] = operation_run(operation_id=op.id)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=worker)
-    thread.start()
+    thread, outcome = operation_thread(op.id)
     wait_until(
         lambda: Operation.objects.get(pk=op.pk).bytes_done >= 200_000,
         timeout=10,
