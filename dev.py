@@ -9,6 +9,7 @@ Standard library only: this runs before anything is installed.
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -19,6 +20,14 @@ VENV = Path(os.environ.get("MODELYARD_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".modelyard-installed"
+# llama.cpp's CPU backend is built for the machine it runs on (-march=native), except AMX:
+# its AMX matrix kernels crash the process (SIGSEGV in ggml_backend_amx_mul_mat) on virtual
+# machines whose CPU reports AMX without giving processes the tile state (seen on the
+# Firecracker VMs Modelyard is developed on). AVX-512 and AVX2 stay.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+LLAMA_CMAKE_ARGS = f'-DCMAKE_C_FLAGS="{NO_AMX}" -DCMAKE_CXX_FLAGS="{NO_AMX}"'
+# Built once per machine and kept outside the checkout: a fresh clone installs it in seconds.
+WHEELS = Path(os.environ.get("MODELYARD_WHEELS", Path.home() / ".cache" / "modelyard" / "wheels"))
 
 
 def run(*cmd, env=None):
@@ -39,15 +48,39 @@ def ensure_installed():
     if not PYTHON.exists():
         print(f"Creating virtualenv in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    wanted = hashlib.sha256((pyproject + LLAMA_CMAKE_ARGS).encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
     env = dict(os.environ)
-    # llama-cpp-python compiles from source; use both cores. pip caches the wheel.
-    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     check(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip", env=env)
-    check(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]", env=env)
+    wheels = llama_wheel(pyproject, env)
+    check(PYTHON, "-m", "pip", "install", "--quiet", "--find-links", wheels, "-e", ".[dev]", env=env)
     STAMP.write_text(wanted)
+
+
+def llama_wheel(pyproject: str, env: dict) -> Path:
+    """Build llama-cpp-python's wheel with LLAMA_CMAKE_ARGS (once), install it; return its folder.
+
+    pip's own wheel cache does not know build flags (it would hand back a wheel built
+    without them), so the wheel is built with the cache off, into a folder named by the
+    requirement and the flags.
+    """
+    spec = re.search(r'"llama-cpp-python(?:\[[^\]]*\])?([^"]*)"', pyproject).group(1)
+    requirement = f"llama-cpp-python{spec}"
+    tag = hashlib.sha256((requirement + LLAMA_CMAKE_ARGS).encode()).hexdigest()[:12]
+    folder = WHEELS / f"llama-cpp-python-{tag}"
+    built = sorted(folder.glob("llama_cpp_python-*.whl"))
+    if not built:
+        print(f"Building llama-cpp-python (about 6 minutes, once) into {folder}", flush=True)
+        build_env = dict(env, CMAKE_ARGS=LLAMA_CMAKE_ARGS)
+        build_env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+        check(PYTHON, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-cache-dir",
+              "--no-binary", "llama-cpp-python", "-w", folder, requirement, env=build_env)
+        built = sorted(folder.glob("llama_cpp_python-*.whl"))
+    check(PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", built[-1],
+          env=env)
+    return folder
 
 
 def manage(*args):

@@ -5,6 +5,7 @@ laptop: SQLite under ./data/, no Redis, the models store under ./models/.
 """
 
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -222,6 +223,33 @@ PROCESS_HEARTBEAT_INTERVAL = env.float("PROCESS_HEARTBEAT_INTERVAL", default=5.0
 # Seconds `manage.py run` waits for its children to stop before it kills them.
 RUN_STOP_TIMEOUT = env.float("RUN_STOP_TIMEOUT", default=10.0)
 PARTIAL_MAX_AGE = env.int("PARTIAL_MAX_AGE", default=24 * 3600)
+# The name this host's processes are recorded under (operations, heartbeats, runtime
+# instances). Every host (every container with its own pid namespace) needs its own.
+HOST_NAME = env.str("HOST_NAME", default="") or socket.gethostname()
+
+# The runtime: runner processes serving GGUF models with llama-cpp-python (docs/runtime.md).
+# `manage.py run` starts the runtime supervisor unless RUNTIME_ENABLED is false.
+RUNTIME_ENABLED = env.bool("RUNTIME_ENABLED", default=True)
+# Models loaded at once on a host (1 without a GPU: two would share its cores).
+RUNTIME_MAX_LOADED = env.int("RUNTIME_MAX_LOADED", default=1)
+# Bytes the runtime may use on a host (0: the host's RAM less RUNTIME_MEMORY_RESERVE), and
+# what it always leaves to the OS and everything else (the Vibrant spec's 2 GiB).
+RUNTIME_MEMORY_BUDGET = env.int("RUNTIME_MEMORY_BUDGET", default=0) or None
+RUNTIME_MEMORY_RESERVE = env.int("RUNTIME_MEMORY_RESERVE", default=2 * 1024**3)
+# Seconds a model stays loaded after its last request (-1: until unloaded).
+RUNTIME_KEEP_ALIVE = env.int("RUNTIME_KEEP_ALIVE", default=300)
+RUNTIME_DEFAULT_N_CTX = env.int("RUNTIME_DEFAULT_N_CTX", default=4096)
+# CPU threads per runner; 0: the host's physical cores (what is chosen is shown).
+RUNTIME_THREADS = env.int("RUNTIME_THREADS", default=0)
+# Where runners listen, and the address the web processes reach them at (another host's
+# web processes need this host's address: bind 0.0.0.0 and advertise it).
+RUNTIME_BIND = env.str("RUNTIME_BIND", default="127.0.0.1")
+RUNTIME_ADVERTISE_ADDRESS = env.str("RUNTIME_ADVERTISE_ADDRESS", default="") or RUNTIME_BIND
+RUNTIME_LOAD_TIMEOUT = env.float("RUNTIME_LOAD_TIMEOUT", default=300.0)
+# How often the supervisor looks for work (loads, unloads, expiry) and at its runners.
+RUNTIME_POLL_INTERVAL = env.float("RUNTIME_POLL_INTERVAL", default=0.1)
+# Keep one runner process started with its imports done, so a load pays only the load.
+RUNTIME_SPARE_RUNNER = env.bool("RUNTIME_SPARE_RUNNER", default=True)
 
 # Disk policy: a quota for the store, a floor of free disk, pruning.
 MODELS_MAX_BYTES = env.int("MODELS_MAX_BYTES", default=0) or None

@@ -48,6 +48,9 @@ class Model(models.Model):
     query_prefix = models.TextField(blank=True)
     document_prefix = models.TextField(blank=True)
     memory_estimates = models.JSONField(default=dict, blank=True)
+    # The GGUF header's facts (architecture, block_count, head counts, context_length, ...):
+    # from the local file once installed, else from the registry (models_app/gguf.py).
+    gguf_facts = models.JSONField(default=dict, blank=True)
     ram_required = models.BigIntegerField(null=True, blank=True)
     sha256 = models.JSONField(default=dict, blank=True)
     recommended = models.BooleanField(default=False, db_index=True)
@@ -166,6 +169,13 @@ class OperationKind(models.TextChoices):
     PRUNE = "prune", "Prune"
     VERIFY = "verify", "Verify"
     UPDATE = "update", "Update"
+    LOAD = "load", "Load"
+    UNLOAD = "unload", "Unload"
+
+
+# The kinds a host's runtime supervisor runs, never a qcluster worker: it owns the runner
+# processes. They are not enqueued; the supervisor of the host in `worker_host` claims them.
+RUNTIME_KINDS = (OperationKind.LOAD, OperationKind.UNLOAD)
 
 
 class OperationState(models.TextChoices):
@@ -264,6 +274,78 @@ class Operation(models.Model):
         return self.model.key if self.model_id else "the models store"
 
 
+class RuntimeState(models.TextChoices):
+    LOADING = "loading", "Loading"
+    READY = "ready", "Ready"
+    UNLOADING = "unloading", "Unloading"
+    FAILED = "failed", "Failed"
+
+
+LIVE_RUNTIME_STATES = (RuntimeState.LOADING, RuntimeState.READY, RuntimeState.UNLOADING)
+
+
+class RuntimeInstance(models.Model):
+    """One model loaded (or loading) in one runner process on one host.
+
+    At most one live instance per model, whatever the host: every daphne process of every
+    host reaches the same runner. A failed instance stays until the model is loaded again.
+    """
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="runtime_instances")
+    host = models.CharField(max_length=255)
+    state = models.CharField(
+        max_length=12, choices=RuntimeState.choices, default=RuntimeState.LOADING
+    )
+    # The load that made it (and the last unload asked of it).
+    operation = models.ForeignKey(
+        Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    # Where the web processes reach the runner (RUNTIME_ADVERTISE_ADDRESS of its host).
+    address = models.CharField(max_length=255, default="127.0.0.1")
+    port = models.PositiveIntegerField(null=True, blank=True)
+    # The runner's bearer token: only Modelyard's proxy talks to a runner.
+    secret = models.CharField(max_length=64, editable=False)
+    n_ctx = models.PositiveIntegerField()
+    n_gpu_layers = models.IntegerField(default=0)
+    n_threads = models.PositiveIntegerField(default=1)
+    embedding = models.BooleanField(default=False)
+    memory_estimate = models.BigIntegerField(null=True, blank=True)
+    rss = models.BigIntegerField(null=True, blank=True, help_text="Measured resident memory.")
+    # Seconds after the last request before it is unloaded; -1 never, 0 after the request.
+    keep_alive = models.IntegerField()
+    loaded_at = models.DateTimeField(null=True, blank=True)
+    load_seconds = models.FloatField(null=True, blank=True)
+    last_request_at = models.DateTimeField(null=True, blank=True)
+    # None: never (keep_alive -1) or while loading.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    requests_served = models.PositiveIntegerField(default=0)
+    # Requests being served now: an instance with any is never evicted nor expired.
+    in_flight = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["host", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model"],
+                condition=Q(state__in=["loading", "ready", "unloading"]),
+                name="one_live_instance_per_model",
+            ),
+        ]
+        indexes = [models.Index(fields=["host", "state"], name="runtime_host_state_idx")]
+
+    def __str__(self):
+        return f"{self.model.key} on {self.host} ({self.state})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_RUNTIME_STATES
+
+
 class ProcessRole(models.TextChoices):
     WORKER = "worker", "Worker"
     RUNTIME = "runtime", "Runtime supervisor"
@@ -285,6 +367,8 @@ class ProcessHeartbeat(models.Model):
     pgid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()
     beat_at = models.DateTimeField(db_index=True)
+    # What a runtime supervisor tells about its host: RAM total/available, budget, threads.
+    facts = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["role", "host", "pid"]
@@ -323,6 +407,7 @@ class EventKind(models.TextChoices):
     DELETED = "deleted", "Deleted"
     SWITCHED = "switched", "Switched"
     LOADED = "loaded", "Loaded"
+    UNLOADED = "unloaded", "Unloaded"
     SYNCED = "synced", "Registry synced"
     RECONCILED = "reconciled", "Store reconciled"
 

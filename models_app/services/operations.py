@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
@@ -486,7 +485,7 @@ def _interrupt(op_id: int, *, still: Q, now, message: str, event) -> bool:
 
 def host_name() -> str:
     """Return the name this host's processes are recorded under (operations, heartbeats)."""
-    return socket.gethostname()
+    return settings.HOST_NAME
 
 
 def _this_process() -> dict:

@@ -1,0 +1,104 @@
+"""The runner program: one process serving one loaded GGUF with llama-cpp-python's server.
+
+    python -m models_app.runtime.runner
+
+No Django here. The runtime supervisor starts it ahead of need (a spare: the imports,
+about a third of a second, are paid before a load is asked for), then writes one JSON
+line to its stdin: what to load and how. The runner binds its port, loads the model
+through `llama_cpp.server.app.create_app` (llama-cpp-python's own OpenAI-compatible
+server), and answers with one JSON line on stdout:
+
+    {"event": "ready", "port": 40123, "load_seconds": 0.91, ...}
+    {"event": "error", "code": "ERR_FORMAT", "message": "..."}   (then it exits 3)
+
+It serves until SIGTERM (uvicorn's graceful stop, a second at most) and exits when its
+parent, the supervisor, is gone: a runner never outlives the process that owns it, and
+its memory comes back when the process ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+PARENT_CHECK_EVERY = 0.5
+
+
+def _say(event: str, **fields) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit at once when the supervisor that started this runner is gone (reparented)."""
+    while True:
+        time.sleep(PARENT_CHECK_EVERY)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    # Listening before the model loads: a request that arrives early waits in the backlog.
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def main() -> int:
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+    import llama_cpp
+    import uvicorn
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    _say("spare", pid=os.getpid(), llama_cpp=llama_cpp.__version__)
+    line = sys.stdin.readline()
+    if not line:  # the supervisor closed the pipe: not needed after all
+        return 0
+    spec = json.loads(line)
+    try:
+        sock = _bind(spec.get("host", "127.0.0.1"), int(spec.get("port", 0)))
+    except OSError as exc:
+        _say("error", code="ERR_INVALID", message=f"Cannot listen: {exc.strerror or exc}.")
+        return 3
+    port = sock.getsockname()[1]
+    started = time.monotonic()
+    model = ModelSettings(
+        model=spec["model_path"],
+        model_alias=spec.get("alias") or None,
+        n_ctx=int(spec["n_ctx"]),
+        n_gpu_layers=int(spec.get("n_gpu_layers", 0)),
+        n_threads=int(spec["n_threads"]),
+        n_threads_batch=int(spec["n_threads"]),
+        n_batch=int(spec.get("n_batch", 512)),
+        embedding=bool(spec.get("embedding", False)),
+        vocab_only=bool(spec.get("vocab_only", False)),
+        verbose=False,
+    )
+    server = ServerSettings(host=spec.get("host", "127.0.0.1"), port=port, api_key=spec["api_key"])
+    try:
+        app = create_app(server_settings=server, model_settings=[model])
+    except Exception as exc:  # llama.cpp refused the file: a ValueError naming it
+        _say("error", code="ERR_FORMAT", message=f"llama.cpp could not load the model: {exc}")
+        return 3
+    load_seconds = time.monotonic() - started
+    _say("ready", port=port, load_seconds=round(load_seconds, 4), pid=os.getpid())
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=1
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
