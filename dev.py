@@ -55,7 +55,8 @@ def ensure_installed():
     env = dict(os.environ)
     check(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip", env=env)
     wheels = llama_wheel(pyproject, env)
-    check(PYTHON, "-m", "pip", "install", "--quiet", "--find-links", wheels, "-e", ".[dev]", env=env)
+    pip_install = [PYTHON, "-m", "pip", "install", "--quiet", "--find-links", wheels]
+    check(*pip_install, "-e", ".[dev]", env=env)
     STAMP.write_text(wanted)
 
 
@@ -75,11 +76,33 @@ def llama_wheel(pyproject: str, env: dict) -> Path:
         print(f"Building llama-cpp-python (about 6 minutes, once) into {folder}", flush=True)
         build_env = dict(env, CMAKE_ARGS=LLAMA_CMAKE_ARGS)
         build_env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-        check(PYTHON, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-cache-dir",
-              "--no-binary", "llama-cpp-python", "-w", folder, requirement, env=build_env)
+        check(
+            PYTHON,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-cache-dir",
+            "--no-binary",
+            "llama-cpp-python",
+            "-w",
+            folder,
+            requirement,
+            env=build_env,
+        )
         built = sorted(folder.glob("llama_cpp_python-*.whl"))
-    check(PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", built[-1],
-          env=env)
+    check(
+        PYTHON,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--force-reinstall",
+        built[-1],
+        env=env,
+    )
     return folder
 
 

@@ -25,9 +25,13 @@ def gemma_path() -> Path:
     target = cache / NAME
     stamp = cache / f"{NAME}.sha256"
     size = sum(p.stat().st_size for p in chunk_paths())
-    if target.exists() and target.stat().st_size == size and stamp.exists():
-        if stamp.read_text().strip() == f"{SHA256} {target.stat().st_mtime_ns}":
-            return target
+    if (
+        target.exists()
+        and target.stat().st_size == size
+        and stamp.exists()
+        and stamp.read_text().strip() == f"{SHA256} {target.stat().st_mtime_ns}"
+    ):
+        return target
     tmp = cache / f"{NAME}.{os.getpid()}.tmp"
     assemble(tmp, overwrite=True)  # it checks the sha256 itself
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()

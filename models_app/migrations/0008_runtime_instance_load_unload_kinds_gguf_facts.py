@@ -5,66 +5,136 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('models_app', '0007_process_heartbeat_operation_worker'),
+        ("models_app", "0007_process_heartbeat_operation_worker"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='model',
-            name='gguf_facts',
+            model_name="model",
+            name="gguf_facts",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='processheartbeat',
-            name='facts',
+            model_name="processheartbeat",
+            name="facts",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AlterField(
-            model_name='event',
-            name='kind',
-            field=models.CharField(choices=[('started', 'Started'), ('completed', 'Completed'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('interrupted', 'Interrupted'), ('deleted', 'Deleted'), ('switched', 'Switched'), ('loaded', 'Loaded'), ('unloaded', 'Unloaded'), ('synced', 'Registry synced'), ('reconciled', 'Store reconciled')], db_index=True, max_length=12),
+            model_name="event",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("started", "Started"),
+                    ("completed", "Completed"),
+                    ("failed", "Failed"),
+                    ("cancelled", "Cancelled"),
+                    ("interrupted", "Interrupted"),
+                    ("deleted", "Deleted"),
+                    ("switched", "Switched"),
+                    ("loaded", "Loaded"),
+                    ("unloaded", "Unloaded"),
+                    ("synced", "Registry synced"),
+                    ("reconciled", "Store reconciled"),
+                ],
+                db_index=True,
+                max_length=12,
+            ),
         ),
         migrations.AlterField(
-            model_name='operation',
-            name='kind',
-            field=models.CharField(choices=[('download', 'Download'), ('delete', 'Delete'), ('prune', 'Prune'), ('verify', 'Verify'), ('update', 'Update'), ('load', 'Load'), ('unload', 'Unload')], max_length=10),
+            model_name="operation",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("download", "Download"),
+                    ("delete", "Delete"),
+                    ("prune", "Prune"),
+                    ("verify", "Verify"),
+                    ("update", "Update"),
+                    ("load", "Load"),
+                    ("unload", "Unload"),
+                ],
+                max_length=10,
+            ),
         ),
         migrations.CreateModel(
-            name='RuntimeInstance',
+            name="RuntimeInstance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('host', models.CharField(max_length=255)),
-                ('state', models.CharField(choices=[('loading', 'Loading'), ('ready', 'Ready'), ('unloading', 'Unloading'), ('failed', 'Failed')], default='loading', max_length=12)),
-                ('pid', models.PositiveIntegerField(blank=True, null=True)),
-                ('address', models.CharField(default='127.0.0.1', max_length=255)),
-                ('port', models.PositiveIntegerField(blank=True, null=True)),
-                ('secret', models.CharField(editable=False, max_length=64)),
-                ('n_ctx', models.PositiveIntegerField()),
-                ('n_gpu_layers', models.IntegerField(default=0)),
-                ('n_threads', models.PositiveIntegerField(default=1)),
-                ('embedding', models.BooleanField(default=False)),
-                ('memory_estimate', models.BigIntegerField(blank=True, null=True)),
-                ('rss', models.BigIntegerField(blank=True, help_text='Measured resident memory.', null=True)),
-                ('keep_alive', models.IntegerField()),
-                ('loaded_at', models.DateTimeField(blank=True, null=True)),
-                ('load_seconds', models.FloatField(blank=True, null=True)),
-                ('last_request_at', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('requests_served', models.PositiveIntegerField(default=0)),
-                ('in_flight', models.PositiveIntegerField(default=0)),
-                ('error_code', models.CharField(blank=True, max_length=40)),
-                ('error_message', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True, db_index=True)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runtime_instances', to='models_app.model')),
-                ('operation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_app.operation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("host", models.CharField(max_length=255)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("loading", "Loading"),
+                            ("ready", "Ready"),
+                            ("unloading", "Unloading"),
+                            ("failed", "Failed"),
+                        ],
+                        default="loading",
+                        max_length=12,
+                    ),
+                ),
+                ("pid", models.PositiveIntegerField(blank=True, null=True)),
+                ("address", models.CharField(default="127.0.0.1", max_length=255)),
+                ("port", models.PositiveIntegerField(blank=True, null=True)),
+                ("secret", models.CharField(editable=False, max_length=64)),
+                ("n_ctx", models.PositiveIntegerField()),
+                ("n_gpu_layers", models.IntegerField(default=0)),
+                ("n_threads", models.PositiveIntegerField(default=1)),
+                ("embedding", models.BooleanField(default=False)),
+                ("memory_estimate", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "rss",
+                    models.BigIntegerField(
+                        blank=True, help_text="Measured resident memory.", null=True
+                    ),
+                ),
+                ("keep_alive", models.IntegerField()),
+                ("loaded_at", models.DateTimeField(blank=True, null=True)),
+                ("load_seconds", models.FloatField(blank=True, null=True)),
+                ("last_request_at", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("requests_served", models.PositiveIntegerField(default=0)),
+                ("in_flight", models.PositiveIntegerField(default=0)),
+                ("error_code", models.CharField(blank=True, max_length=40)),
+                ("error_message", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True, db_index=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="runtime_instances",
+                        to="models_app.model",
+                    ),
+                ),
+                (
+                    "operation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="models_app.operation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host', 'created_at'],
-                'indexes': [models.Index(fields=['host', 'state'], name='runtime_host_state_idx')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('state__in', ['loading', 'ready', 'unloading'])), fields=('model',), name='one_live_instance_per_model')],
+                "ordering": ["host", "created_at"],
+                "indexes": [models.Index(fields=["host", "state"], name="runtime_host_state_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("state__in", ["loading", "ready", "unloading"])),
+                        fields=("model",),
+                        name="one_live_instance_per_model",
+                    )
+                ],
             },
         ),
     ]

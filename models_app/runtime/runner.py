@@ -93,9 +93,7 @@ def main() -> int:
         return 3
     load_seconds = time.monotonic() - started
     _say("ready", port=port, load_seconds=round(load_seconds, 4), pid=os.getpid())
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, timeout_graceful_shutdown=1
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
