@@ -12,6 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from collections_app.api import router as collections_router
 from config.auth import api_auth
 from models_app.api import router as models_router
+from models_app.api_runtime import router as runtime_router
 from models_app.api_status import router as status_router
 from models_app.errors import ModelyardError, error_body
 
@@ -30,6 +31,7 @@ api = NinjaAPI(
 api.add_router("/", models_router)
 api.add_router("/", collections_router)
 api.add_router("/", status_router)
+api.add_router("/", runtime_router)
 
 
 def _error(request, status: int, code: str, message: str, details=None):

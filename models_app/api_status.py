@@ -24,6 +24,12 @@ class ProcessOut(Schema):
     fresh: bool = Field(description="Beat within the last three heartbeat intervals.")
 
 
+class LoadedOut(Schema):
+    model: str = Field(description="The registry key of the loaded model.")
+    host: str
+    state: Literal["loading", "ready", "unloading"]
+
+
 class StatusOut(Schema):
     status: Literal["ok", "unavailable"] = Field(
         description="What /healthz answers: ok when the database answers and a worker beats."
@@ -34,9 +40,9 @@ class StatusOut(Schema):
     active_models: dict[str, str | None] = Field(
         description="The active model's key for every model type (null: none is active)."
     )
-    loaded: list[str] = Field(
-        description="The models a runtime holds in memory: always empty until the runtime "
-        "supervisor exists."
+    loaded: list[LoadedOut] = Field(
+        description="The models a runtime holds (or is loading) in memory, on every host; "
+        "GET /api/v1/runtime has the details."
     )
     workers: list[ProcessOut]
     runtimes: list[ProcessOut]

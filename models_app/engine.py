@@ -12,7 +12,12 @@ from __future__ import annotations
 from .errors import InternalError
 from .executors import Execute, executor_for
 from .models import Operation
-from .services import deletion, downloads, pruning  # noqa: F401  (each registers its executor)
+from .services import (  # noqa: F401  (each registers its executors)
+    deletion,
+    downloads,
+    pruning,
+    runtime,
+)
 from .services.execution import operation_execute
 from .services.operations import operation_begin, operation_claim
 

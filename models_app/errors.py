@@ -156,9 +156,24 @@ class InvalidState(ModelyardError):
     status = 409
 
 
+class Unavailable(ModelyardError):
+    """What the request needs is not running (no runtime supervisor on any host)."""
+
+    code = "ERR_UNAVAILABLE"
+    status = 503
+
+
 def _subclasses(cls: type) -> list[type]:
     return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
 
 
 # The statuses an error can answer with; the API documents only these with the error body.
 ERROR_STATUSES = frozenset(cls.status for cls in _subclasses(ModelyardError))
+
+
+def error_of_code(code: str, message: str, details=None) -> ModelyardError:
+    """Return the error of a stable code (one recorded on a row), ERR_INTERNAL if unknown."""
+    for cls in _subclasses(ModelyardError):
+        if cls.code == code and cls is not RegistryError:  # it takes file/entry/field
+            return cls(message, details=details)
+    return InternalError(message, details=details)

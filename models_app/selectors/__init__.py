@@ -27,6 +27,7 @@ from .operations import (
     operation_list,
     store_operation_current,
 )
+from .runtime import instance_payload, runtime_host_list, runtime_instances, runtime_payload
 from .store import (
     cache_summary,
     installed_in_store,
@@ -57,6 +58,7 @@ __all__ = [
     "health_ok",
     "heartbeat_fresh_since",
     "installed_in_store",
+    "instance_payload",
     "latest_scan",
     "memory_table",
     "model_get",
@@ -68,6 +70,9 @@ __all__ = [
     "operation_get",
     "operation_list",
     "repo_stakeholders",
+    "runtime_host_list",
+    "runtime_instances",
+    "runtime_payload",
     "store_operation_current",
     "system_status",
     "unmanaged_get",

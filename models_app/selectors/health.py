@@ -9,7 +9,15 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from ..models import ActiveModel, Installation, ModelType, ProcessHeartbeat, ProcessRole
+from ..models import (
+    LIVE_RUNTIME_STATES,
+    ActiveModel,
+    Installation,
+    ModelType,
+    ProcessHeartbeat,
+    ProcessRole,
+    RuntimeInstance,
+)
 from ..store import get_store
 
 
@@ -34,7 +42,7 @@ def health_ok() -> bool:
 def system_status() -> dict:
     """Return the store, the installed and active models, the processes, free disk, version.
 
-    `loaded` (the models a runtime has in memory) is empty until the runtime exists.
+    `loaded` names the models a runtime has in memory, with their host and state.
     """
     store = get_store()
     total_disk, free_disk = store.disk_usage()
@@ -58,7 +66,12 @@ def system_status() -> dict:
         "store_path": str(store.hub_dir),
         "installed_count": Installation.objects.count(),
         "active_models": {type_: active.get(type_) for type_ in ModelType.values},
-        "loaded": [],
+        "loaded": [
+            {"model": key, "host": host, "state": state}
+            for key, host, state in RuntimeInstance.objects.filter(
+                state__in=LIVE_RUNTIME_STATES
+            ).values_list("model__key", "host", "state")
+        ],
         "workers": processes[ProcessRole.WORKER],
         "runtimes": processes[ProcessRole.RUNTIME],
         "free_disk_bytes": free_disk,

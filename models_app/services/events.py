@@ -156,6 +156,20 @@ def store_change_publish(*, model_ids) -> None:
         logger.warning("could not publish the store change of %s", list(model_ids), exc_info=True)
 
 
+def runtime_event() -> dict:
+    from ..selectors import runtime_payload
+
+    return {"type": "runtime.update", "runtime": runtime_payload()}
+
+
+def runtime_publish() -> None:
+    """Publish what the runtime has loaded where (after any instance changed)."""
+    try:
+        _group_send(lambda: [runtime_event()])
+    except Exception:
+        logger.warning("could not publish the runtime", exc_info=True)
+
+
 def operation_outcome_publish(op: Operation) -> None:
     """Publish what an ended operation changed: its model's state and the cache figures."""
     store_change_publish(model_ids=[op.model_id] if op.model_id else [])

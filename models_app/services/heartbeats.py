@@ -42,14 +42,23 @@ class HeartbeatKeeper:
         self.thread.join(timeout=5)
 
 
-def heartbeat_write(*, role: str) -> ProcessHeartbeat:
-    """Write this process's heartbeat now (its row is created on the first beat)."""
+def heartbeat_write(*, role: str, facts: dict | None = None) -> ProcessHeartbeat:
+    """Write this process's heartbeat now (its row is created on the first beat).
+
+    `facts`: what a runtime supervisor tells about its host (memory, threads).
+    """
     started = datetime.fromtimestamp(psutil.Process().create_time(), tz=UTC)
     row, _ = ProcessHeartbeat.objects.update_or_create(
         host=host_name(),
         pid=os.getpid(),
-        defaults={"role": role, "beat_at": timezone.now(), "pgid": os.getpgrp()},
+        defaults={
+            "role": role,
+            "beat_at": timezone.now(),
+            "pgid": os.getpgrp(),
+            **({"facts": facts} if facts is not None else {}),
+        },
         create_defaults={
+            "facts": facts or {},
             "role": role,
             "beat_at": timezone.now(),
             "pgid": os.getpgrp(),

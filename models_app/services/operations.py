@@ -21,7 +21,15 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..errors import AlreadyRunning, InvalidState, ModelyardError
-from ..models import ACTIVE_STATES, EventKind, Model, Operation, OperationKind, OperationState
+from ..models import (
+    ACTIVE_STATES,
+    RUNTIME_KINDS,
+    EventKind,
+    Model,
+    Operation,
+    OperationKind,
+    OperationState,
+)
 from ..phrasing import with_article
 from ..store import get_store
 from .events import event_record, operation_publish
@@ -166,6 +174,7 @@ def operation_start(
     user=None,
     plan=None,
     unless=None,
+    host: str = "",
 ) -> StartResult:
     """Queue an operation unless one is active on its target; the same kind returns that one.
 
@@ -173,7 +182,13 @@ def operation_start(
     checked with the target locked: it returns a StartResult when there is nothing to do
     (the model is installed already). The conditional unique constraints are the
     guarantee; the lock only saves the losers of a race an IntegrityError.
+
+    A runtime kind (load, unload) is not enqueued: the runtime supervisor of `host`
+    claims it (`worker_host` names that host until then).
     """
+    runtime = kind in RUNTIME_KINDS
+    if runtime and not host:
+        raise ValueError(f"{kind} operations run on a host's runtime: give the host.")
     try:
         with transaction.atomic():
             if model is not None:
@@ -188,8 +203,10 @@ def operation_start(
                 kind=kind,
                 plan=plan if plan is not None else [],
                 created_by=user if _is_user(user) else None,
+                worker_host=host if runtime else "",
             )
-            transaction.on_commit(lambda: _enqueue(op.id))
+            if not runtime:
+                transaction.on_commit(lambda: _enqueue(op.id))
     except IntegrityError:
         # Another request won the race between our read and our insert.
         active = _active_on(model=model, kind=kind)
@@ -268,6 +285,11 @@ def _active_on(*, model: Model | None, kind: str) -> Operation | None:
 
 def operation_retry(*, operation: Operation, user=None) -> Operation:
     """Queue a failed, cancelled or interrupted operation again; it resumes from its partials."""
+    if operation.kind in RUNTIME_KINDS:
+        raise InvalidState(
+            f"A {operation.kind} is not retried: {operation.kind} the model again.",
+            details={"operation": operation.id, "kind": operation.kind},
+        )
     try:
         with transaction.atomic():
             updated = Operation.objects.filter(pk=operation.pk, state__in=RETRYABLE_STATES).update(
@@ -430,7 +452,12 @@ def operations_reap(*, now=None) -> list[int]:
 
 
 def operations_interrupt_owned(
-    *, host: str, pids: Collection[int], kinds: Collection[str] | None = None, reason: str
+    *,
+    host: str,
+    pids: Collection[int],
+    kinds: Collection[str] | None = None,
+    reason: str,
+    resumable: bool = True,
 ) -> list[int]:
     """Mark the running operations of these processes on `host` interrupted; return their ids.
 
@@ -453,7 +480,7 @@ def operations_interrupt_owned(
             op_id,
             still=owned,
             now=now,
-            message=f"{reason} Retry resumes from the partial files.",
+            message=f"{reason} Retry resumes from the partial files." if resumable else reason,
             event=lambda op: reason[:1].lower() + reason[1:].rstrip("."),
         )
     ]
@@ -506,6 +533,8 @@ def operations_requeue(*, now=None) -> list[int]:
     cutoff = now - timedelta(seconds=settings.OPERATION_HEARTBEAT_STALE)
     waiting = list(
         Operation.objects.filter(state=OperationState.QUEUED, updated_at__lt=cutoff)
+        # A runtime kind was never in the broker: its host's runtime supervisor claims it.
+        .exclude(kind__in=RUNTIME_KINDS)
         .order_by("created_at", "id")
         .values_list("id", "task_id")
     )

@@ -67,6 +67,16 @@ class Store:
         except FileNotFoundError:
             return 0
 
+    def installed_file(self, snapshot_path: str, filename: str) -> Path | None:
+        """Return the real file behind an installed snapshot's file, None if it is missing.
+
+        `snapshot_path` is an Installation's (the store's or the legacy cache's snapshot).
+        """
+        link = Path(snapshot_path) / filename
+        if not link.resolve().is_relative_to(Path(snapshot_path).resolve().parent.parent):
+            return None  # a name that leads out of its repo folder
+        return link.resolve() if link.is_file() else None
+
     def relative(self, path: Path | str) -> str:
         """Return a path inside the store as the store-relative POSIX name clients see."""
         return Path(path).relative_to(self.hub_dir).as_posix()

@@ -7,6 +7,7 @@ from django.core.management.base import SystemCheckError
 
 from models_app.errors import InvalidInput
 from models_app.management.base import ModelyardCommand
+from models_app.services.runtime_host import runtime_supervisor_ended
 from models_app.services.supervision import supervisor_tick, workers_ended, workers_stopping
 from models_app.supervisor import Child, Supervisor
 
@@ -32,12 +33,18 @@ class Command(ModelyardCommand):
         )
         parser.add_argument("--no-worker", action="store_true", help="Run daphne only.")
         parser.add_argument(
+            "--no-runtime",
+            action="store_true",
+            help="Do not run the runtime supervisor (no model is loaded on this host). "
+            "Default: RUNTIME_ENABLED.",
+        )
+        parser.add_argument(
             "--no-web",
             action="store_true",
             help="Run the qcluster only (a worker host), supervised and reaping like the rest.",
         )
 
-    def handle(self, *args, host, port, web_processes, no_worker, no_web, **options):
+    def handle(self, *args, host, port, web_processes, no_worker, no_web, no_runtime, **options):
         if no_web and no_worker:
             raise InvalidInput("--no-web and --no-worker leave nothing to run; give one.")
         host = host or settings.HOST
@@ -78,6 +85,9 @@ class Command(ModelyardCommand):
             children.append(
                 Child("qcluster", qcluster, on_exit=workers_ended, on_stop=workers_stopping)
             )
+        if settings.RUNTIME_ENABLED and not no_runtime:
+            runtime = [sys.executable, "manage.py", "runtime"]
+            children.append(Child("runtime", runtime, on_exit=runtime_supervisor_ended))
         if no_web:
             self.stdout.write("Modelyard worker host: one qcluster (Ctrl-C stops it)")
         else:

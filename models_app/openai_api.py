@@ -1,0 +1,245 @@
+"""The OpenAI-compatible endpoints under /v1/: models, chat/completions, completions, embeddings.
+
+A thin interface over services/runtime.py: authenticate (an API token, or a superuser's
+session with its CSRF token: the Models page's "Try it"), find the model (`model` is a
+registry key; none means the active model of the endpoint's type), let the service route
+the request to the runner that has it (loading it first: JIT), and pass the runner's
+answer through. A stream is passed on chunk by chunk as the runner writes it, never
+buffered. `keep_alive` (seconds, -1 forever, 0 unload after this request) may be given in
+the body, as Ollama takes it; it is not passed to the runner.
+
+Every response carries `X-Modelyard-Load-Seconds`: how long this request waited for its
+model to load (0 when it was loaded). Errors have OpenAI's shape,
+`{"error": {"message", "type", "code", "param"}}`, with Modelyard's stable code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx2
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from .errors import (
+    Incompatible,
+    InvalidInput,
+    MethodNotAllowed,
+    ModelyardError,
+    NotAuthenticated,
+    PermissionDenied,
+    UpstreamError,
+)
+from .models import Installation, ModelType, RuntimeInstance, RuntimeState
+from .services import api_token_authenticate
+from .services import runtime as runtime_services
+
+logger = logging.getLogger(__name__)
+
+LOAD_HEADER = "X-Modelyard-Load-Seconds"
+MAX_BODY = 16 * 1024 * 1024
+# The endpoints, the model type each serves, and the types it accepts.
+ENDPOINTS = {
+    "chat/completions": (ModelType.LLM, (ModelType.LLM,)),
+    "completions": (ModelType.LLM, (ModelType.LLM,)),
+    "embeddings": (ModelType.EMBEDDING, (ModelType.EMBEDDING, ModelType.RERANKER)),
+}
+
+# One HTTP client per event loop (a daphne process has one): connections to runners are
+# kept alive and reused.
+_clients: dict[int, httpx2.AsyncClient] = {}
+
+
+def _client() -> httpx2.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(id(loop))
+    if client is None or client.is_closed:
+        timeout = httpx2.Timeout(connect=5.0, read=None, write=30.0, pool=30.0)
+        client = httpx2.AsyncClient(timeout=timeout, trust_env=False)
+        _clients[id(loop)] = client
+    return client
+
+
+def _error(exc: ModelyardError, *, load_seconds: float = 0.0) -> JsonResponse:
+    kind = "invalid_request_error" if exc.status < 500 else "server_error"
+    body = {
+        "error": {
+            "message": exc.message,
+            "type": kind,
+            "code": exc.code,
+            "param": None,
+            "details": exc.details,
+        }
+    }
+    response = JsonResponse(body, status=exc.status)
+    response[LOAD_HEADER] = f"{load_seconds:.3f}"
+    return response
+
+
+def _authenticate(request):
+    """Return the caller: an API token's user, or a signed-in superuser (CSRF-checked)."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        user = api_token_authenticate(raw=header[7:].strip())
+        if user is None:
+            raise NotAuthenticated("The API token is invalid or revoked.")
+        return user
+    user = request.user
+    if not user.is_authenticated:
+        raise NotAuthenticated("Send `Authorization: Bearer <token>` (an API token).")
+    if not user.is_superuser:
+        raise PermissionDenied("Only superusers may use the runtime from a browser session.")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+        if reason is not None:
+            raise PermissionDenied("CSRF check failed: send the X-CSRFToken header.")
+    return user
+
+
+def _model_list() -> dict:
+    loaded = dict(
+        RuntimeInstance.objects.filter(state=RuntimeState.READY).values_list("model_id", "host")
+    )
+    installations = (
+        Installation.objects.select_related("model")
+        .filter(model__type__in=runtime_services.RUNNABLE_TYPES)
+        .exclude(model__gguf_file="")
+        .order_by("model__key")
+    )
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": i.model.key,
+                "object": "model",
+                "created": int(i.installed_at.timestamp()),
+                "owned_by": "modelyard",
+                "type": i.model.type,
+                "loaded": i.model_id in loaded,
+                "host": loaded.get(i.model_id),
+            }
+            for i in installations
+        ],
+    }
+
+
+@csrf_exempt
+async def models(request):
+    """GET /v1/models: the installed GGUF models the runtime can serve, and which are loaded."""
+    try:
+        if request.method != "GET":
+            raise MethodNotAllowed("GET only.")
+        await sync_to_async(_authenticate)(request)
+        return JsonResponse(await sync_to_async(_model_list)())
+    except ModelyardError as exc:
+        return _error(exc)
+
+
+def _parse(request) -> tuple[dict, int | None]:
+    """Return the body (without `keep_alive`) and the keep-alive it asked for."""
+    if len(request.body) > MAX_BODY:
+        raise InvalidInput(f"The body is larger than {MAX_BODY // 1024**2} MiB.")
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The body must be a JSON object.")
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or len(model) > 200):
+        raise InvalidInput("`model` must be a registry key (a string).")
+    keep_alive = body.pop("keep_alive", None)
+    if keep_alive is not None and (
+        isinstance(keep_alive, bool) or not isinstance(keep_alive, int) or keep_alive < -1
+    ):
+        raise InvalidInput("`keep_alive` is seconds: -1 (forever), 0 (unload after) or more.")
+    return body, keep_alive
+
+
+def _route(endpoint: str, body: dict, keep_alive):
+    default_type, accepted = ENDPOINTS[endpoint]
+    model = runtime_services.runtime_model_for(key=body.get("model"), type=default_type)
+    if model.type not in accepted:
+        raise Incompatible(
+            f"{model.key} is {model.get_type_display()}, not served by /v1/{endpoint}.",
+            details={"model": model.key, "type": model.type},
+        )
+    return runtime_services.runtime_route(model=model, keep_alive=keep_alive)
+
+
+def _proxy_view(endpoint: str):
+    @csrf_exempt
+    async def view(request):
+        if request.method != "POST":
+            return _error(MethodNotAllowed("POST only."))
+        try:
+            await sync_to_async(_authenticate)(request)
+            body, keep_alive = _parse(request)
+            route = await sync_to_async(_route, thread_sensitive=False)(endpoint, body, keep_alive)
+        except ModelyardError as exc:
+            return _error(exc)
+        body["model"] = route.model_key  # the runner's alias for its one model
+        return await _forward(endpoint, route, body, keep_alive)
+
+    view.__name__ = endpoint.replace("/", "_")
+    return view
+
+
+async def _end(route, keep_alive) -> None:
+    try:
+        await sync_to_async(runtime_services.runtime_request_end, thread_sensitive=False)(
+            route=route, keep_alive=keep_alive
+        )
+    except Exception:
+        logger.exception("could not end a request on instance %s", route.instance_id)
+
+
+async def _forward(endpoint: str, route, body: dict, keep_alive):
+    client = _client()
+    request = client.build_request(
+        "POST",
+        f"{route.url}/v1/{endpoint}",
+        json=body,
+        headers={"Authorization": f"Bearer {route.secret}"},
+    )
+    try:
+        upstream = await client.send(request, stream=True)
+    except httpx2.HTTPError as exc:
+        await _end(route, keep_alive)
+        return _error(
+            UpstreamError(f"The runner of {route.model_key} did not answer: {exc}."),
+            load_seconds=route.load_seconds,
+        )
+    headers = {LOAD_HEADER: f"{route.load_seconds:.3f}"}
+    content_type = upstream.headers.get("content-type", "application/json")
+    if body.get("stream") and upstream.status_code == 200:
+
+        async def relay():
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                await _end(route, keep_alive)
+
+        response = StreamingHttpResponse(relay(), content_type=content_type, headers=headers)
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+        return response
+    try:
+        content = await upstream.aread()
+    finally:
+        await upstream.aclose()
+        await _end(route, keep_alive)
+    return HttpResponse(
+        content, status=upstream.status_code, content_type=content_type, headers=headers
+    )
+
+
+chat_completions = _proxy_view("chat/completions")
+completions = _proxy_view("completions")
+embeddings = _proxy_view("embeddings")

@@ -1,0 +1,298 @@
+"""The runtime supervisor of one host (`manage.py runtime`): the loop that owns the runners.
+
+Every RUNTIME_POLL_INTERVAL it claims the load and unload operations queued for this host
+(each runs in a thread of its own, through the engine the command hands in), notices a
+runner that died (its instance fails within the interval: the next request loads it
+again), unloads what outlived its keep-alive and what a delete marked `unloading`, and
+every PROCESS_HEARTBEAT_INTERVAL beats its heartbeat with the host's facts and measures
+its runners' memory. At start it cleans up what a previous supervisor of this host left
+(its runners die with it; their rows go), so the database agrees with the processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Q
+from django.utils import timezone
+
+from ..errors import InvalidState
+from ..models import (
+    ACTIVE_STATES,
+    LIVE_RUNTIME_STATES,
+    RUNTIME_KINDS,
+    EventKind,
+    Operation,
+    OperationState,
+    ProcessHeartbeat,
+    ProcessRole,
+    RuntimeInstance,
+    RuntimeState,
+)
+from ..runtime.host import host_facts
+from ..runtime.processes import RunnerTable, is_runner, kill_process
+from ..selectors.health import heartbeat_fresh_since
+from .events import event_record, runtime_publish
+from .heartbeats import heartbeat_write, heartbeats_forget
+from .operations import host_name, operations_interrupt_owned
+from .runtime import (
+    IN_FLIGHT_LEASE,
+    _stop_instance,
+    _unload_instance,
+    runtime_runner_died,
+    runtime_runners_attach,
+)
+
+logger = logging.getLogger(__name__)
+
+# Expiry and delete-marked unloads are looked for this often (not on every poll).
+ACT_EVERY = 0.5
+
+
+class RuntimeSupervisor:
+    """Run this host's runtime until SIGTERM or SIGINT; then stop every runner."""
+
+    def __init__(
+        self,
+        *,
+        run_operation: Callable[[int], object],
+        table: RunnerTable | None = None,
+        poll: float | None = None,
+    ):
+        self.run_operation = run_operation
+        self.table = table or RunnerTable(keep_spare=settings.RUNTIME_SPARE_RUNNER)
+        self.poll = poll if poll is not None else settings.RUNTIME_POLL_INTERVAL
+        self.host = host_name()
+        self.stopping = threading.Event()
+        self.busy: dict[str, threading.Thread] = {}  # "op:<id>" / "instance:<id>" → thread
+        self._acted_at = 0.0
+        self._beat_at = 0.0
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        previous = {
+            sig: signal.signal(sig, lambda *_: self.stopping.set())
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        runtime_runners_attach(self.table)
+        try:
+            self.start()
+            while not self.stopping.is_set():
+                self.tick()
+                self.stopping.wait(self.poll)
+        finally:
+            self.shutdown()
+            runtime_runners_attach(None)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def start(self) -> dict:
+        """Clean up what an earlier supervisor of this host left; beat the first heartbeat.
+
+        Refuse to start beside another live supervisor of the same host name (its runners
+        would be killed as leftovers): every host needs a HOST_NAME of its own.
+        """
+        other = (
+            ProcessHeartbeat.objects.filter(
+                role=ProcessRole.RUNTIME, host=self.host, beat_at__gte=heartbeat_fresh_since()
+            )
+            .exclude(pid=os.getpid())
+            .first()
+        )
+        if other is not None and psutil.pid_exists(other.pid):
+            raise InvalidState(
+                f"A runtime supervisor is already running on {self.host} (pid {other.pid}); "
+                "give each host its own HOST_NAME.",
+                details={"host": self.host, "pid": other.pid},
+            )
+        cleaned = runtime_host_cleanup(host=self.host, reason="the runtime supervisor restarted")
+        self.beat()
+        self.table.refill()
+        logger.info(
+            "runtime supervisor on %s (pid %s): %s threads per runner, cleaned %s",
+            self.host,
+            os.getpid(),
+            host_facts()["threads"],
+            cleaned,
+        )
+        return cleaned
+
+    def tick(self) -> None:
+        _between_units_of_work()
+        self._reap_threads()
+        self.claim()
+        self.watch()
+        now = time.monotonic()
+        if now - self._acted_at >= ACT_EVERY:
+            self._acted_at = now
+            self.act()
+        if now - self._beat_at >= settings.PROCESS_HEARTBEAT_INTERVAL:
+            self.beat()
+        self.table.refill()
+
+    # --- the parts of a tick ------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Start a thread for each load or unload queued for this host."""
+        queued = Operation.objects.filter(
+            state=OperationState.QUEUED, kind__in=RUNTIME_KINDS, worker_host=self.host
+        ).values_list("id", flat=True)
+        for op_id in queued:
+            self._spawn(f"op:{op_id}", self.run_operation, op_id)
+
+    def watch(self) -> None:
+        """Fail the instance of every runner that died on its own."""
+        for instance_id, runner in list(self.table.loaded.items()):
+            if runner.alive() or runner.stopping:
+                continue
+            self.table.loaded.pop(instance_id, None)
+            code = runner.exit_code()
+            logger.error("runner of instance %s (pid %s) died: %s", instance_id, runner.pid, code)
+            runtime_runner_died(instance_id=instance_id, code=code)
+
+    def act(self) -> None:
+        """Unload what outlived its keep-alive, and what a delete marked `unloading`."""
+        now = timezone.now()
+        mine = RuntimeInstance.objects.select_related("model", "operation").filter(host=self.host)
+        expired = mine.filter(
+            Q(in_flight=0) | Q(last_request_at__lt=now - IN_FLIGHT_LEASE),
+            state=RuntimeState.READY,
+            expires_at__lte=now,
+        )
+        for instance in expired:
+            if Operation.objects.filter(model=instance.model, state__in=ACTIVE_STATES).exists():
+                continue  # the operation holding it decides (a load renews, a delete unloads)
+            self._spawn(
+                f"instance:{instance.pk}",
+                _unload_instance,
+                instance,
+                reason=f"keep-alive of {instance.keep_alive} s expired",
+                parent=None,
+            )
+        marked = mine.filter(state=RuntimeState.UNLOADING).exclude(
+            operation__kind__in=RUNTIME_KINDS
+        )
+        for instance in marked:
+            reason = (
+                f"{instance.operation.kind} #{instance.operation_id}"
+                if instance.operation_id
+                else "asked"
+            )
+            self._spawn(
+                f"instance:{instance.pk}",
+                _stop_instance,
+                instance,
+                reason=f"for {reason}",
+                operation=None,
+            )
+
+    def beat(self) -> None:
+        """Write the heartbeat with the host's facts; record each runner's memory."""
+        self._beat_at = time.monotonic()
+        heartbeat_write(role=ProcessRole.RUNTIME, facts=host_facts())
+        changed = False
+        for instance_id, runner in list(self.table.loaded.items()):
+            rss = runner.rss()
+            if rss is not None:
+                changed |= bool(
+                    RuntimeInstance.objects.filter(pk=instance_id, state=RuntimeState.READY)
+                    .exclude(rss=rss)
+                    .update(rss=rss)
+                )
+        if changed:
+            runtime_publish()
+
+    def shutdown(self) -> None:
+        """Stop every runner and forget this host's instances and heartbeat."""
+        self.table.stop_all()
+        for thread in list(self.busy.values()):
+            thread.join(timeout=5)
+        try:
+            _between_units_of_work()
+            runtime_host_cleanup(host=self.host, reason="the runtime supervisor stopped")
+            heartbeats_forget(host=self.host, pids=[os.getpid()])
+        except Exception:
+            logger.exception("runtime supervisor could not clean up at stop")
+
+    # --- threads ------------------------------------------------------------------------
+
+    def _spawn(self, key: str, target, *args, **kwargs) -> None:
+        if key in self.busy:
+            return
+
+        def body():
+            try:
+                target(*args, **kwargs)
+            except Exception:
+                logger.exception("runtime %s failed", key)
+            finally:
+                connection.close()  # this thread's own connection
+
+        thread = threading.Thread(target=body, name=f"runtime-{key}", daemon=True)
+        self.busy[key] = thread
+        thread.start()
+
+    def _reap_threads(self) -> None:
+        for key, thread in list(self.busy.items()):
+            if not thread.is_alive():
+                self.busy.pop(key, None)
+
+
+def runtime_host_cleanup(*, host: str, reason: str) -> dict:
+    """Forget the instances of a host whose supervisor ended (or restarts), killing their runners.
+
+    Runners exit by themselves when their supervisor dies; one still alive (it had not
+    noticed yet) is killed, so no memory stays held by a process nothing owns. The
+    runtime operations a dead process of this host was running end interrupted.
+    """
+    instances = list(RuntimeInstance.objects.select_related("model").filter(host=host))
+    killed = 0
+    for instance in instances:
+        if instance.pid and instance.pid != os.getpid() and is_runner(instance.pid):
+            kill_process(instance.pid)
+            killed += 1
+        if instance.state in LIVE_RUNTIME_STATES:
+            event_record(
+                kind=EventKind.UNLOADED,
+                message=f"{instance.model.key} unloaded from {host} ({reason}).",
+                model=instance.model,
+                host=host,
+            )
+    removed = RuntimeInstance.objects.filter(pk__in=[i.pk for i in instances]).delete()[0]
+    stale_pids = set(
+        Operation.objects.filter(
+            state=OperationState.RUNNING, kind__in=RUNTIME_KINDS, worker_host=host
+        )
+        .exclude(worker_pid=os.getpid())
+        .values_list("worker_pid", flat=True)
+    )
+    interrupted = operations_interrupt_owned(
+        host=host,
+        pids=stale_pids,
+        kinds=RUNTIME_KINDS,
+        reason=f"Interrupted: {reason}; load the model again.",
+        resumable=False,
+    )
+    if removed:
+        runtime_publish()
+    return {"instances": removed, "runners_killed": killed, "interrupted": interrupted}
+
+
+def runtime_supervisor_ended(pids, reason: str) -> dict:
+    """`manage.py run`'s hook when its runtime child died: clean this host's runtime rows."""
+    _between_units_of_work()
+    return runtime_host_cleanup(host=host_name(), reason=reason)
+
+
+def _between_units_of_work() -> None:
+    if not connection.in_atomic_block:
+        close_old_connections()

@@ -1,0 +1,71 @@
+"""The runtime with real processes: a supervisor, runners of the real Gemma 3 270M GGUF, daphne.
+
+Slow (each load is a real llama.cpp load): marked `runtime`.
+"""
+
+import json
+import urllib.request
+
+import pytest
+
+from models_app.models import Event, Installation, Operation, RuntimeInstance
+from models_app.services import api_token_create
+from models_app.services.runtime import runtime_load_start, runtime_unload_start
+from tests.factories import ModelFactory, UserFactory
+from tests.gemma import gemma_file  # noqa: F401  (a fixture)
+from tests.processes import wait_until
+from tests.runtime_helpers import RuntimeProcess, install_gguf, wait_gone, wait_ready
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.runtime]
+
+
+@pytest.fixture
+def gemma(settings, gemma_file):  # noqa: F811
+    model = ModelFactory(
+        key="gemma-3-270m-q4_k_m",
+        repo_id="test/gemma-3-270m-GGUF",
+        type="llm",
+        name="Gemma 3 270M",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        allow_patterns=[],
+        context_window=32768,
+    )
+    install_gguf(model, gemma_file, settings.MODELS_HUB_DIR)
+    assert Installation.objects.filter(model=model).exists()
+    return model
+
+
+@pytest.fixture
+def runtime(settings):
+    process = RuntimeProcess(settings).start()
+    yield process
+    process.stop()
+
+
+def test_load_serve_and_unload(gemma, runtime):
+    result = runtime_load_start(model=gemma)
+    assert result.status == "loading" and result.http_status == 202
+    instance = wait_ready(gemma)
+    assert instance.host == "test-host" and instance.port and instance.pid
+    assert instance.n_threads >= 1 and instance.rss > 100 * 1024**2
+    op = wait_until(
+        lambda: Operation.objects.filter(pk=result.operation.pk, state="succeeded").first(),
+        timeout=10,
+        what="the load operation's end",
+    )
+    assert op.result["instance"] == instance.pk and op.result["rss"] > 0
+    assert Event.objects.filter(kind="loaded", model=gemma).exists()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{instance.port}/v1/completions",
+        data=json.dumps({"prompt": "The capital of France is", "max_tokens": 8}).encode(),
+        headers={"Authorization": f"Bearer {instance.secret}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.load(response)
+    assert body["usage"]["completion_tokens"] > 0
+    again = runtime_load_start(model=gemma)
+    assert again.status == "loaded" and again.http_status == 200
+    unload = runtime_unload_start(model=gemma)
+    assert unload.created
+    wait_gone(gemma)
+    assert Event.objects.filter(kind="unloaded", model=gemma).exists()
