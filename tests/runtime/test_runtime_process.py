@@ -8,10 +8,9 @@ import urllib.request
 
 import pytest
 
-from models_app.models import Event, Installation, Operation, RuntimeInstance
-from models_app.services import api_token_create
+from models_app.models import Event, Installation, Operation
 from models_app.services.runtime import runtime_load_start, runtime_unload_start
-from tests.factories import ModelFactory, UserFactory
+from tests.factories import ModelFactory
 from tests.gemma import gemma_file  # noqa: F401  (a fixture)
 from tests.processes import wait_until
 from tests.runtime_helpers import RuntimeProcess, install_gguf, wait_gone, wait_ready
