@@ -179,7 +179,7 @@ def _proxy_view(endpoint: str):
         try:
             await sync_to_async(_authenticate)(request)
             body, keep_alive = _parse(request)
-            route = await sync_to_async(_route, thread_sensitive=False)(endpoint, body, keep_alive)
+            route = await sync_to_async(_route)(endpoint, body, keep_alive)
         except ModelyardError as exc:
             return _error(exc)
         body["model"] = route.model_key  # the runner's alias for its one model
@@ -191,7 +191,7 @@ def _proxy_view(endpoint: str):
 
 async def _end(route, keep_alive) -> None:
     try:
-        await sync_to_async(runtime_services.runtime_request_end, thread_sensitive=False)(
+        await sync_to_async(runtime_services.runtime_request_end)(
             route=route, keep_alive=keep_alive
         )
     except Exception:

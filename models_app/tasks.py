@@ -4,6 +4,7 @@ from .engine import operation_run
 from .services.heartbeats import heartbeats_prune
 from .services.operations import operations_reap, operations_requeue
 from .services.pruning import partials_cleanup, prune_start
+from .services.runtime import runtime_orphans_fail
 
 
 def run_operation(operation_id: int) -> str:
@@ -19,6 +20,7 @@ def reap() -> dict:
     return {
         "interrupted": operations_reap(),
         "requeued": operations_requeue(),
+        "runtime_stranded": runtime_orphans_fail(),
         "partials_removed": partials_cleanup(),
         "heartbeats_removed": heartbeats_prune(),
     }

@@ -62,9 +62,23 @@ class RuntimeProcess:
         )
         return self
 
+    def runners(self) -> list[int]:
+        """Return the runner processes this supervisor started that are still alive."""
+        import psutil
+
+        if self.proc is None:
+            return []
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        self._seen = set(getattr(self, "_seen", set())) | {p.pid for p in children}
+        return [pid for pid in sorted(self._seen) if _is_live_runner(pid)]
+
     def stop(self, *, timeout: float = 15) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
+        self.runners()  # remember them: they must be gone after the stop
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)
@@ -95,3 +109,51 @@ def wait_gone(model, *, timeout: float = 30) -> None:
         timeout=timeout,
         what=f"{model.key} unloaded",
     )
+
+
+class Daphne:
+    """One daphne process serving the project on a free port, sharing the test's database."""
+
+    def __init__(self, settings, **env):
+        from tests.processes import free_port
+
+        self.port = free_port()
+        self.env = child_env(settings, **{k: str(v) for k, v in env.items()})
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Daphne:
+        from tests.processes import wait_for_url
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "config.asgi:application"],
+            cwd=ROOT, env=self.env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_url(f"{self.url}/healthz", timeout=40, proc=self.proc, ok_statuses=(200, 503))
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _is_live_runner(pid: int) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and "models_app.runtime.runner" in " ".join(
+            proc.cmdline()
+        )
+    except psutil.Error:
+        return False

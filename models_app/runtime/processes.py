@@ -46,6 +46,10 @@ class RunnerSpec:
     n_gpu_layers: int = 0
     n_batch: int = 512
     embedding: bool = False
+    # For embeddings: how token vectors become one ("mean", "cls", "last_token", "rank"),
+    # set over the GGUF's own `<architecture>.pooling_type` (a chat model's has none).
+    pooling: str = ""
+    architecture: str = ""
     host: str = "127.0.0.1"
     port: int = 0
 

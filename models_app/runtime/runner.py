@@ -26,6 +26,8 @@ import threading
 import time
 
 PARENT_CHECK_EVERY = 0.5
+# llama.cpp's enum llama_pooling_type.
+POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last_token": 3, "rank": 4}
 
 
 def _say(event: str, **fields) -> None:
@@ -73,6 +75,9 @@ def main() -> int:
         return 3
     port = sock.getsockname()[1]
     started = time.monotonic()
+    overrides = {}
+    if spec.get("pooling") in POOLING_TYPES and spec.get("architecture"):
+        overrides[f"{spec['architecture']}.pooling_type"] = POOLING_TYPES[spec["pooling"]]
     model = ModelSettings(
         model=spec["model_path"],
         model_alias=spec.get("alias") or None,
@@ -82,7 +87,7 @@ def main() -> int:
         n_threads_batch=int(spec["n_threads"]),
         n_batch=int(spec.get("n_batch", 512)),
         embedding=bool(spec.get("embedding", False)),
-        vocab_only=bool(spec.get("vocab_only", False)),
+        kv_overrides=overrides or None,
         verbose=False,
     )
     server = ServerSettings(host=spec.get("host", "127.0.0.1"), port=port, api_key=spec["api_key"])

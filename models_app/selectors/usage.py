@@ -5,7 +5,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Q
 
-from ..models import ACTIVE_STATES, ActiveModel, Installation, Model
+from ..models import (
+    ACTIVE_STATES,
+    LIVE_RUNTIME_STATES,
+    ActiveModel,
+    Installation,
+    Model,
+    RuntimeInstance,
+)
 from ..phrasing import type_label
 from ..store import get_store
 
@@ -49,7 +56,12 @@ def model_usage(*, model: Model) -> dict:
     llm_configs = list(LLMConfig.objects.filter(model=model).values_list("name", flat=True))
     is_default = default_embedding_matches(model)
     is_active = ActiveModel.objects.filter(model=model).exists()
-    loaded = False  # the runtime arrives with the LLM runtime issue
+    loaded_on = list(
+        RuntimeInstance.objects.filter(model=model, state__in=LIVE_RUNTIME_STATES).values_list(
+            "host", flat=True
+        )
+    )
+    loaded = bool(loaded_on)
 
     bytes_freed = partial_bytes = 0
     in_primary = installation is not None and installation.location == "primary"
@@ -80,7 +92,10 @@ def model_usage(*, model: Model) -> dict:
             f"This is the active {type_label(model.type)} model; the active slot will be cleared."
         )
     if loaded:
-        warnings.append("This model is loaded in the runtime; it will be unloaded first.")
+        warnings.append(
+            f"This model is loaded in the runtime on {', '.join(loaded_on)}; the delete "
+            "unloads it first."
+        )
     blocked = bool(collections)
     return {
         "model": model.key,

@@ -26,6 +26,7 @@ from .execution import operation_execute
 from .operations import StartResult, operation_begin, operation_start
 from .progress import heartbeat_kept
 from .reconcile import store_reconcile
+from .runtime import runtime_unload_for
 
 logger = logging.getLogger(__name__)
 
@@ -83,19 +84,21 @@ def delete_now(*, model: Model, parent: Operation, user=None) -> str:
 @executor(OperationKind.DELETE)
 def delete_execute(op: Operation) -> dict:
     """Remove the model's files and apply the resets, all decided under row locks."""
-    from collections_app.models import Collection, LLMConfig, UserPreference
+    from collections_app.models import LLMConfig, UserPreference
 
     store = get_store()
+    # A loaded model is unloaded first (its runner holds the file open): the delete holds
+    # the model, so its host's runtime stops the runner for it (services/runtime.py). Not
+    # for a delete a collection blocks (checked again below, under the locks), and not
+    # inside the transaction: the runtime must be able to write meanwhile (SQLite).
+    unloaded = False
+    if not _collections_using(op.model):
+        unloaded = runtime_unload_for(model=op.model, operation=op)
     with transaction.atomic():
         # The model row lock serialises us with collection_create, which locks the same
         # row before inserting: a collection made after the preflight is seen here.
         model = Model.objects.select_for_update().get(pk=op.model_id)
-        collections = list(
-            Collection.objects.select_for_update()
-            .filter(Q(embedding_model=model) | Q(reranker_model=model) | Q(splade_model=model))
-            .order_by("name")
-            .values_list("name", flat=True)
-        )
+        collections = _collections_using(model, lock=True)
         if collections:
             raise InUse(
                 f"{model.key} is used by collection {', '.join(collections)}; nothing was deleted.",
@@ -133,7 +136,23 @@ def delete_execute(op: Operation) -> dict:
         )
     # The operation's outcome is published when it ends.
     store_reconcile(folders=[repo_folder(model.repo_id)], publish=False)
-    return {"bytes_freed": removal.bytes_freed, "partial_bytes": removal.partial_bytes, **resets}
+    return {
+        "bytes_freed": removal.bytes_freed,
+        "partial_bytes": removal.partial_bytes,
+        "unloaded": unloaded,
+        **resets,
+    }
+
+
+def _collections_using(model: Model, *, lock: bool = False) -> list[str]:
+    from collections_app.models import Collection
+
+    qs = Collection.objects.filter(
+        Q(embedding_model=model) | Q(reranker_model=model) | Q(splade_model=model)
+    )
+    if lock:
+        qs = qs.select_for_update()
+    return list(qs.order_by("name").values_list("name", flat=True))
 
 
 def unmanaged_delete(*, repo: UnmanagedRepo, user=None) -> int:

@@ -287,7 +287,8 @@ def operation_retry(*, operation: Operation, user=None) -> Operation:
     """Queue a failed, cancelled or interrupted operation again; it resumes from its partials."""
     if operation.kind in RUNTIME_KINDS:
         raise InvalidState(
-            f"A {operation.kind} is not retried: {operation.kind} the model again.",
+            f"{with_article(operation.kind).capitalize()} is not retried: "
+            f"{operation.kind} the model again.",
             details={"operation": operation.id, "kind": operation.kind},
         )
     try:
@@ -413,6 +414,30 @@ def operation_finish(
     op = write_retried(end, what=f"the end of operation {operation.pk}")
     if op is None:
         return False
+    operation_publish(op)
+    return True
+
+
+def operation_fail_queued(*, operation: Operation, error: ModelyardError) -> bool:
+    """End a queued operation that nothing will run as failed; False if it was claimed."""
+    message = public_message(error.message)
+    with transaction.atomic():
+        if not Operation.objects.filter(pk=operation.pk, state=OperationState.QUEUED).update(
+            state=OperationState.FAILED,
+            finished_at=timezone.now(),
+            error_code=error.code,
+            error_message=message,
+            updated_at=Now(),
+        ):
+            return False
+        op = Operation.objects.select_related("model").get(pk=operation.pk)
+        event_record(
+            kind=EventKind.FAILED,
+            message=f"{op.kind.title()} of {op.target} failed: {message}",
+            model=op.model,
+            operation=op,
+            error_code=error.code,
+        )
     operation_publish(op)
     return True
 

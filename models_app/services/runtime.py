@@ -27,6 +27,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ..errors import (
+    AlreadyRunning,
     Cancelled,
     FormatError,
     InsufficientRam,
@@ -45,6 +46,7 @@ from ..gguf import gguf_facts, gguf_header_of
 from ..models import (
     ACTIVE_STATES,
     LIVE_RUNTIME_STATES,
+    RUNTIME_KINDS,
     ActiveModel,
     EventKind,
     Installation,
@@ -65,7 +67,13 @@ from ..runtime.processes import RunnerError, RunnerSpec, RunnerTable, exit_descr
 from ..store import get_store
 from .events import event_record, runtime_publish
 from .installations import installation_touch
-from .operations import StartResult, host_name, operation_begin, operation_start
+from .operations import (
+    StartResult,
+    host_name,
+    operation_begin,
+    operation_fail_queued,
+    operation_start,
+)
 from .progress import heartbeat_kept
 
 logger = logging.getLogger(__name__)
@@ -325,6 +333,35 @@ def runtime_unload_for(*, model: Model, operation: Operation, timeout: float = 3
     return True
 
 
+def runtime_orphans_fail(*, now=None) -> list[int]:
+    """Fail the loads and unloads queued for a host whose runtime supervisor is not running.
+
+    Nothing would ever claim them, and a queued operation holds its model (no delete, no
+    other load). Only those queued for longer than three heartbeat intervals: a supervisor
+    that just started has beaten by then. Return their ids.
+    """
+    now = now or timezone.now()
+    grace = timedelta(seconds=3 * settings.PROCESS_HEARTBEAT_INTERVAL)
+    alive = set(
+        ProcessHeartbeat.objects.filter(
+            role=ProcessRole.RUNTIME, beat_at__gte=now - grace
+        ).values_list("host", flat=True)
+    )
+    stranded = (
+        Operation.objects.select_related("model")
+        .filter(state=OperationState.QUEUED, kind__in=RUNTIME_KINDS, created_at__lt=now - grace)
+        .exclude(worker_host__in=alive)
+    )
+    failed = []
+    for op in stranded:
+        error = Unavailable(
+            f"No runtime supervisor is running on {op.worker_host} to {op.kind} {op.target}."
+        )
+        if operation_fail_queued(operation=op, error=error):
+            failed.append(op.pk)
+    return failed
+
+
 # --- running (in the runtime supervisor's process) --------------------------------------
 
 # The runner processes of this supervisor process; set by `manage.py runtime`.
@@ -359,6 +396,8 @@ def load_execute(op: Operation) -> dict:
     evicted = _make_room(op=op, needed=estimate, force=bool(plan.get("force")))
     RuntimeInstance.objects.filter(model=model, state=RuntimeState.FAILED).delete()
     threads = runtime_host.runtime_threads()
+    facts = model.gguf_facts or gguf_facts(gguf_header_of(path))
+    embedding = model.type in EMBEDDING_TYPES
     try:
         instance = RuntimeInstance.objects.create(
             model=model,
@@ -369,7 +408,7 @@ def load_execute(op: Operation) -> dict:
             n_ctx=n_ctx,
             n_gpu_layers=int(plan.get("n_gpu_layers") or 0),
             n_threads=threads,
-            embedding=model.type in EMBEDDING_TYPES,
+            embedding=embedding,
             memory_estimate=estimate,
             keep_alive=keep_alive,
         )
@@ -387,7 +426,9 @@ def load_execute(op: Operation) -> dict:
         n_threads=threads,
         api_key=instance.secret,
         n_gpu_layers=instance.n_gpu_layers,
-        embedding=instance.embedding,
+        embedding=embedding,
+        pooling=_pooling(model, facts) if embedding else "",
+        architecture=facts.get("architecture") or "",
         host=settings.RUNTIME_BIND,
     )
     started = time.monotonic()
@@ -443,6 +484,22 @@ def load_execute(op: Operation) -> dict:
         "rss": rss,
         "evicted": evicted,
     }
+
+
+# llama.cpp's pooling types by number, as a GGUF's `<architecture>.pooling_type` holds them.
+GGUF_POOLING = {1: "mean", 2: "cls", 3: "last_token", 4: "rank"}
+
+
+def _pooling(model: Model, facts: dict) -> str:
+    """Return how an embedding entry pools: its registry's pooling, the GGUF's, else mean.
+
+    A reranker scores a pair, which llama.cpp calls "rank" pooling.
+    """
+    if model.type == ModelType.RERANKER:
+        return "rank"
+    if model.pooling in ("mean", "cls", "last_token"):
+        return model.pooling
+    return GGUF_POOLING.get(facts.get("pooling_type"), "mean")
 
 
 def _mib(n: int | None) -> str:
@@ -629,43 +686,50 @@ def runtime_route(
 ) -> Route:
     """Count a request on the model's ready instance, loading it first (JIT); return the route.
 
-    A failed or missing instance is loaded again; the caller waits up to `wait` seconds
-    (RUNTIME_LOAD_TIMEOUT) for the load. End every route with `runtime_request_end`.
+    Not loaded (or its last instance failed): a load is started, or the one running is
+    joined; an unload in progress is waited out first. The caller waits up to `wait`
+    seconds (RUNTIME_LOAD_TIMEOUT) in all. End every route with `runtime_request_end`.
     """
     runtime_check_runnable(model)
     _keep_alive(keep_alive)
     started = time.monotonic()
-    waited = 0.0
     deadline = started + (wait if wait is not None else settings.RUNTIME_LOAD_TIMEOUT)
-    load_op: Operation | None = None
+    load_id: int | None = None
+    loads = 0
     while True:
-        route = _request_begin(model=model, waited=waited)
+        route = _request_begin(model=model, waited=time.monotonic() - started)
         if route is not None:
             return route
-        instance = RuntimeInstance.objects.filter(model=model).order_by("-created_at").first()
-        if instance is None or instance.state == RuntimeState.FAILED:
-            if load_op is not None and instance is not None:
-                raise _error_of(instance)
-            result = runtime_load_start(model=model, keep_alive=keep_alive)
-            load_op = result.operation
-        elif load_op is not None:
-            load_op.refresh_from_db()
-            if load_op.state == OperationState.FAILED:
-                raise _operation_error(load_op)
-        if load_op is not None and load_op.state in (
-            OperationState.FAILED,
-            OperationState.CANCELLED,
-            OperationState.INTERRUPTED,
-        ):
-            load_op.refresh_from_db()
-            raise _operation_error(load_op)
+        if load_id is None:
+            try:
+                result = runtime_load_start(model=model, keep_alive=keep_alive)
+            except AlreadyRunning as exc:
+                if exc.details.get("kind") != OperationKind.UNLOAD:
+                    raise
+                result = None  # an unload (keep-alive expiry) ends first; then load again
+            if result is not None and result.operation is not None:
+                load_id, loads = result.operation.pk, loads + 1
+        else:
+            op = Operation.objects.filter(pk=load_id).first()
+            if op is None or op.state not in ACTIVE_STATES:
+                if op is not None and op.state != OperationState.SUCCEEDED:
+                    raise _operation_error(op)
+                if loads >= 2:  # loaded twice and gone twice before a request reached it
+                    instance = RuntimeInstance.objects.filter(model=model).first()
+                    raise (
+                        _error_of(instance)
+                        if instance
+                        else InternalError(
+                            f"{model.key} was loaded but was gone before the request reached it."
+                        )
+                    )
+                load_id = None
         if time.monotonic() > deadline:
             raise TimedOut(
                 f"{model.key} did not become ready within {deadline - started:.0f} s.",
                 details={"model": model.key},
             )
         time.sleep(0.02)
-        waited = time.monotonic() - started
 
 
 def _operation_error(op: Operation) -> ModelyardError:

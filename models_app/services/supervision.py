@@ -19,6 +19,7 @@ from .operations import (
     operations_reap,
     operations_requeue,
 )
+from .runtime import runtime_orphans_fail
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,13 @@ RESUMABLE_KINDS = (OperationKind.DOWNLOAD,)
 
 def supervisor_tick() -> dict:
     """Reap operations whose heartbeat went stale (any host), enqueue again the queued ones
-    whose task the broker lost, and remove long-dead heartbeat rows."""
+    whose task the broker lost, fail the loads queued for a host without a runtime, and
+    remove long-dead heartbeat rows."""
     _between_units_of_work()
     return {
         "interrupted": operations_reap(),
         "requeued": operations_requeue(),
+        "runtime_stranded": runtime_orphans_fail(),
         "heartbeats_removed": heartbeats_prune(),
     }
 

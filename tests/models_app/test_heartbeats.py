@@ -158,7 +158,12 @@ def test_the_supervisor_tick_reaps_stale_operations(settings):
     settings.OPERATION_HEARTBEAT_STALE = 5
     stale = running(worker_pid=9, heartbeat_at=timezone.now() - timedelta(seconds=6))
     fresh = running(worker_pid=9)
-    assert supervisor_tick() == {"interrupted": [stale.pk], "requeued": [], "heartbeats_removed": 0}
+    assert supervisor_tick() == {
+        "interrupted": [stale.pk],
+        "requeued": [],
+        "runtime_stranded": [],
+        "heartbeats_removed": 0,
+    }
     assert Operation.objects.get(pk=fresh.pk).state == "running"
 
 
