@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from models_app.models import Event, Installation, Operation
+from models_app.models import Event, Installation, Operation, RuntimeInstance
 from models_app.services.runtime import runtime_load_start, runtime_unload_start
 from tests.factories import ModelFactory
 from tests.gemma import gemma_file  # noqa: F401  (a fixture)
@@ -68,3 +68,50 @@ def test_load_serve_and_unload(gemma, runtime):
     assert unload.created
     wait_gone(gemma)
     assert Event.objects.filter(kind="unloaded", model=gemma).exists()
+
+
+def test_a_delete_of_a_loaded_model_unloads_it_first(gemma, runtime, settings):
+    from models_app.errors import ConfirmRequired
+    from models_app.services import delete_start
+    from tests.processes import operation_thread
+
+    runtime_load_start(model=gemma)
+    instance = wait_ready(gemma)
+    with pytest.raises(ConfirmRequired) as refused:
+        delete_start(model=gemma)
+    assert refused.value.details["usage"]["loaded_in_runtime"] is True
+    start = delete_start(model=gemma, confirm=True)
+    thread, outcome = operation_thread(start.operation.pk)  # a worker's run of the delete
+    thread.join(timeout=60)
+    op = Operation.objects.get(pk=start.operation.pk)
+    assert outcome["state"] == "succeeded", (outcome, op.error_message)
+    assert op.result["unloaded"] is True
+    assert not RuntimeInstance.objects.filter(model=gemma).exists()
+    assert not Installation.objects.filter(model=gemma).exists()
+    assert not _alive(instance.pid)  # the runner is gone, and its memory with it
+    unloaded = Event.objects.get(kind="unloaded", model=gemma)
+    assert f"delete #{op.pk}" in unloaded.message
+
+
+def test_a_load_beyond_the_memory_budget_is_refused(gemma, settings):
+    from models_app.errors import InsufficientRam
+
+    process = RuntimeProcess(settings, RUNTIME_MEMORY_BUDGET=50 * 1024**2).start()
+    try:
+        with pytest.raises(InsufficientRam) as refused:
+            runtime_load_start(model=gemma)
+        details = refused.value.details
+        assert details["available"] == 50 * 1024**2 and details["required"] > details["available"]
+        assert details["host"] == "test-host" and details["fits"] is None
+        assert not Operation.objects.filter(kind="load").exists()
+    finally:
+        process.stop()
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
