@@ -124,8 +124,12 @@ class ChecksumError(ModelyardError):
 
 
 class FormatError(ModelyardError):
+    """A file or an entry is not of the format the request needs (a safetensors entry for the
+    GGUF runtime, a file llama.cpp refuses): a conflict with what the resource is (409), not
+    a malformed request."""
+
     code = "ERR_FORMAT"
-    status = 422
+    status = 409
 
 
 class InsufficientRam(ModelyardError):

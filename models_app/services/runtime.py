@@ -30,6 +30,7 @@ from ..errors import (
     AlreadyRunning,
     Cancelled,
     FormatError,
+    Incompatible,
     InsufficientRam,
     InternalError,
     InvalidInput,
@@ -164,7 +165,7 @@ def _n_ctx(model: Model, n_ctx: int | None) -> int:
     if n_ctx is None:
         return min(settings.RUNTIME_DEFAULT_N_CTX, trained or settings.RUNTIME_DEFAULT_N_CTX)
     if trained and n_ctx > trained:
-        raise InvalidInput(
+        raise Incompatible(
             f"n_ctx {n_ctx} is more than {model.key} was trained for ({trained}).",
             details={"model": model.key, "n_ctx": n_ctx, "context_window": trained},
         )

@@ -64,7 +64,7 @@ class TestRefusals:
     def test_a_safetensors_model_is_err_format(self, client, bearer):
         model = ModelFactory(type="embedding")
         response = post(client, "/v1/embeddings", {"model": model.key, "input": "x"}, **bearer)
-        assert response.status_code == 422
+        assert response.status_code == 409
         assert response.json()["error"]["code"] == "ERR_FORMAT"
 
     @pytest.mark.parametrize(

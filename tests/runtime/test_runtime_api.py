@@ -113,7 +113,7 @@ def test_a_safetensors_model_is_not_run_here(superuser_client):
     response = superuser_client.post(
         f"{API}/runtime/load", {"model": model.key}, content_type="application/json"
     )
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response.json()["code"] == "ERR_FORMAT"
     assert "other tools through the models store" in response.json()["message"]
 
@@ -190,7 +190,8 @@ def test_n_ctx_beyond_the_trained_context_is_refused(superuser_client, settings,
     response = superuser_client.post(
         f"{API}/runtime/load", {"model": model.key, "n_ctx": 4096}, content_type="application/json"
     )
-    assert response.status_code == 422 and "trained for (2048)" in response.json()["message"]
+    assert response.status_code == 409 and "trained for (2048)" in response.json()["message"]
+    assert response.json()["code"] == "ERR_INCOMPATIBLE"
 
 
 def test_unload_of_a_model_not_loaded_is_409(superuser_client, settings, tiny_gguf):
