@@ -87,7 +87,11 @@ class RuntimeSupervisor:
         try:
             self.start()
             while not self.stopping.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # the database briefly away: log, reconnect next tick
+                    logger.exception("runtime supervisor tick failed")
+                    connection.close()
                 self.stopping.wait(self.poll)
         finally:
             self.shutdown()
@@ -127,7 +131,8 @@ class RuntimeSupervisor:
         return cleaned
 
     def tick(self) -> None:
-        _between_units_of_work()
+        # One connection for the whole loop (on SQLite Django would open one per tick:
+        # CONN_MAX_AGE is 0 there); checked with each heartbeat, replaced after an error.
         self._reap_threads()
         self.claim()
         self.watch()
@@ -198,6 +203,7 @@ class RuntimeSupervisor:
     def beat(self) -> None:
         """Write the heartbeat with the host's facts; record each runner's memory."""
         self._beat_at = time.monotonic()
+        _between_units_of_work()
         heartbeat_write(role=ProcessRole.RUNTIME, facts=host_facts())
         changed = False
         for instance_id, runner in list(self.table.loaded.items()):
