@@ -246,8 +246,9 @@ RUNTIME_THREADS = env.int("RUNTIME_THREADS", default=0)
 RUNTIME_BIND = env.str("RUNTIME_BIND", default="127.0.0.1")
 RUNTIME_ADVERTISE_ADDRESS = env.str("RUNTIME_ADVERTISE_ADDRESS", default="") or RUNTIME_BIND
 RUNTIME_LOAD_TIMEOUT = env.float("RUNTIME_LOAD_TIMEOUT", default=300.0)
-# How often the supervisor looks for work (loads, unloads, expiry) and at its runners.
-RUNTIME_POLL_INTERVAL = env.float("RUNTIME_POLL_INTERVAL", default=0.1)
+# How often the supervisor looks for work (loads, unloads, expiry) when nothing woke it: a
+# queued load rings its doorbell (UDP) and a dying runner closes its pipe, both at once.
+RUNTIME_POLL_INTERVAL = env.float("RUNTIME_POLL_INTERVAL", default=1.0)
 # Keep one runner process started with its imports done, so a load pays only the load.
 RUNTIME_SPARE_RUNNER = env.bool("RUNTIME_SPARE_RUNNER", default=True)
 

@@ -45,7 +45,6 @@ class RuntimeProcess:
             settings,
             HOST_NAME=host,
             PROCESS_HEARTBEAT_INTERVAL="1",
-            RUNTIME_POLL_INTERVAL="0.05",
             **{k: str(v) for k, v in env.items()},
         )
         self.proc: subprocess.Popen | None = None

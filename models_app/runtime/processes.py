@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -144,6 +145,16 @@ class Runner:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def fileno(self) -> int:
+        """The runner's stdout: readable (end of file) the moment the runner dies."""
+        return self.proc.stdout.fileno()
+
+    def drain(self) -> None:
+        """Read what a loaded runner wrote since (nothing, until it ends)."""
+        with contextlib.suppress(OSError):
+            if not os.read(self.fileno(), 65536):
+                self.proc.poll()
+
     def exit_code(self) -> int | None:
         return self.proc.poll()
 
@@ -246,3 +257,35 @@ class RunnerTable:
             except subprocess.TimeoutExpired:
                 kill_process(runner.pid)
                 runner.proc.wait()
+
+
+class Doorbell:
+    """A UDP socket a supervisor waits on: a ring wakes it at once (a load was queued).
+
+    Rings are hints, not messages: a lost one costs a poll interval, never work.
+    """
+
+    def __init__(self, host: str = "127.0.0.1"):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while self.sock.recv(64):
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ring(address: str, port: int) -> None:
+    """Ring a supervisor's doorbell (best effort: it polls anyway)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"!", (address, port))

@@ -64,7 +64,7 @@ from ..models import (
 from ..phrasing import type_label, with_article
 from ..runtime import host as runtime_host
 from ..runtime.memory import memory_estimate
-from ..runtime.processes import RunnerError, RunnerSpec, RunnerTable, exit_description
+from ..runtime.processes import RunnerError, RunnerSpec, RunnerTable, exit_description, ring
 from ..store import get_store
 from .events import event_record, runtime_publish
 from .installations import installation_touch
@@ -244,6 +244,8 @@ def runtime_load_start(
     start = operation_start(
         kind=OperationKind.LOAD, model=model, user=user, plan=plan, host=target.host
     )
+    if start.created:
+        transaction.on_commit(lambda: runtime_host_ring(host=target.host))
     return LoadResult(start, None, "loading")
 
 
@@ -302,7 +304,18 @@ def runtime_unload_start(*, model: Model, user=None) -> StartResult:
     )
     if instance is None:
         raise InvalidState(f"{model.key} is not loaded.", details={"model": model.key})
-    return operation_start(kind=OperationKind.UNLOAD, model=model, user=user, host=instance.host)
+    start = operation_start(kind=OperationKind.UNLOAD, model=model, user=user, host=instance.host)
+    if start.created:
+        transaction.on_commit(lambda: runtime_host_ring(host=instance.host))
+    return start
+
+
+def runtime_host_ring(*, host: str) -> None:
+    """Wake the runtime supervisor of `host` now (it would look within its poll interval)."""
+    for beat in ProcessHeartbeat.objects.filter(role=ProcessRole.RUNTIME, host=host):
+        facts = beat.facts or {}
+        if facts.get("doorbell"):
+            ring(facts.get("address") or "127.0.0.1", int(facts["doorbell"]))
 
 
 def runtime_unload_for(*, model: Model, operation: Operation, timeout: float = 30.0) -> bool:
@@ -312,9 +325,16 @@ def runtime_unload_for(*, model: Model, operation: Operation, timeout: float = 3
     marked `unloading` and its host's supervisor stops the runner and removes the row.
     Wait for that (keeping the operation's heartbeat), at most `timeout` seconds.
     """
+    hosts = set(
+        RuntimeInstance.objects.filter(model=model, state__in=LIVE_RUNTIME_STATES).values_list(
+            "host", flat=True
+        )
+    )
     marked = RuntimeInstance.objects.filter(model=model, state__in=LIVE_RUNTIME_STATES).update(
         state=RuntimeState.UNLOADING, operation=operation
     )
+    for host in hosts:
+        runtime_host_ring(host=host)
     failed = RuntimeInstance.objects.filter(model=model, state=RuntimeState.FAILED).delete()[0]
     if not marked:
         if failed:

@@ -11,8 +11,10 @@ its runners' memory. At start it cleans up what a previous supervisor of this ho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -38,7 +40,7 @@ from ..models import (
     RuntimeState,
 )
 from ..runtime.host import host_facts
-from ..runtime.processes import RunnerTable, is_runner, kill_process
+from ..runtime.processes import Doorbell, RunnerTable, is_runner, kill_process
 from ..selectors.health import heartbeat_fresh_since
 from .events import event_record, runtime_publish
 from .heartbeats import heartbeat_write, heartbeats_forget
@@ -53,8 +55,8 @@ from .runtime import (
 
 logger = logging.getLogger(__name__)
 
-# Expiry and delete-marked unloads are looked for this often (not on every poll).
-ACT_EVERY = 0.5
+# Expiry and delete-marked unloads are looked for at most this often.
+ACT_EVERY = 1.0
 
 
 class RuntimeSupervisor:
@@ -73,16 +75,20 @@ class RuntimeSupervisor:
         self.host = host_name()
         self.stopping = threading.Event()
         self.busy: dict[str, threading.Thread] = {}  # "op:<id>" / "instance:<id>" → thread
+        self.doorbell = Doorbell(settings.RUNTIME_BIND)
+        self._wake_r, self._wake_w = os.pipe()  # a signal or a finished thread wakes the loop
+        os.set_blocking(self._wake_w, False)
         self._acted_at = 0.0
         self._beat_at = 0.0
 
     # --- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
-        previous = {
-            sig: signal.signal(sig, lambda *_: self.stopping.set())
-            for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        def on_signal(*_):
+            self.stopping.set()
+            self.wake()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         runtime_runners_attach(self.table)
         try:
             self.start()
@@ -92,12 +98,34 @@ class RuntimeSupervisor:
                 except Exception:  # the database briefly away: log, reconnect next tick
                     logger.exception("runtime supervisor tick failed")
                     connection.close()
-                self.stopping.wait(self.poll)
+                self.wait()
         finally:
             self.shutdown()
             runtime_runners_attach(None)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def wait(self) -> None:
+        """Sleep until a ring (a load or unload queued), a runner's death, a signal, or the
+        poll interval: the loop costs nothing while nothing happens, and misses nothing."""
+        runners = list(self.table.loaded.values())
+        waiting = [self.doorbell, self._wake_r, *runners]
+        timeout = min(self.poll, max(0.0, self._beat_at + settings.PROCESS_HEARTBEAT_INTERVAL
+                                     - time.monotonic()))  # fmt: skip
+        try:
+            readable, _, _ = select.select(waiting, [], [], timeout)
+        except (OSError, ValueError):  # a runner's pipe closed meanwhile
+            return
+        for source in readable:
+            if source is self._wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 512)
+            else:
+                source.drain()
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"!")
 
     def start(self) -> dict:
         """Clean up what an earlier supervisor of this host left; beat the first heartbeat.
@@ -137,7 +165,7 @@ class RuntimeSupervisor:
         self.claim()
         self.watch()
         now = time.monotonic()
-        if now - self._acted_at >= ACT_EVERY:
+        if now - self._acted_at >= min(ACT_EVERY, self.poll):
             self._acted_at = now
             self.act()
         if now - self._beat_at >= settings.PROCESS_HEARTBEAT_INTERVAL:
@@ -204,7 +232,11 @@ class RuntimeSupervisor:
         """Write the heartbeat with the host's facts; record each runner's memory."""
         self._beat_at = time.monotonic()
         _between_units_of_work()
-        heartbeat_write(role=ProcessRole.RUNTIME, facts=host_facts())
+        facts = host_facts() | {
+            "doorbell": self.doorbell.port,
+            "address": settings.RUNTIME_ADVERTISE_ADDRESS,
+        }
+        heartbeat_write(role=ProcessRole.RUNTIME, facts=facts)
         changed = False
         for instance_id, runner in list(self.table.loaded.items()):
             rss = runner.rss()
@@ -220,6 +252,7 @@ class RuntimeSupervisor:
     def shutdown(self) -> None:
         """Stop every runner and forget this host's instances and heartbeat."""
         self.table.stop_all()
+        self.doorbell.close()
         for thread in list(self.busy.values()):
             thread.join(timeout=5)
         try:
@@ -242,6 +275,7 @@ class RuntimeSupervisor:
                 logger.exception("runtime %s failed", key)
             finally:
                 connection.close()  # this thread's own connection
+                self.wake()  # a loaded runner is now watched; the next tick sees the thread end
 
         thread = threading.Thread(target=body, name=f"runtime-{key}", daemon=True)
         self.busy[key] = thread
