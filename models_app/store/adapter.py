@@ -67,6 +67,18 @@ class Store:
         except FileNotFoundError:
             return 0
 
+    def snapshot_file(self, location: str, repo_id: str, commit_hash: str, path: str) -> Path:
+        """Return an installed file of a snapshot (the link the hub layout points at its blob).
+
+        `location` is an Installation's (the store or the legacy cache); `path` a file of
+        the repo, relative and inside it. Raise ValueError for anything else.
+        """
+        root = self.legacy_dir if location == LEGACY else self.hub_dir
+        relative = PurePosixPath(path)
+        if root is None or relative.is_absolute() or ".." in relative.parts or not path:
+            raise ValueError(f"no such snapshot file: {path!r} in {location}")
+        return root / repo_folder(repo_id) / "snapshots" / commit_hash / relative
+
     def relative(self, path: Path | str) -> str:
         """Return a path inside the store as the store-relative POSIX name clients see."""
         return Path(path).relative_to(self.hub_dir).as_posix()
