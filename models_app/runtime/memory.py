@@ -15,10 +15,10 @@
   the worst graph, where the f32 logits of a full batch (vocab x n_batch) dominate (514.5
   MiB for Gemma's 262,144 tokens); a running model touches a share of it, and with it
   the tokenizer's tables and the output and repacked-weight buffers, which also grow
-  with the vocabulary: 68.7 MiB on Gemma, about 1/8 of the logits figure;
+  with the vocabulary: 68.6 to 68.7 MiB on Gemma, about 1/8 of the logits figure;
   2 x n_ctx x n_batch x head_count x 4: the attention scores of a batch against the
   whole context and their softmax, f32 (llama-cpp-python leaves flash attention off).
-  They are resident once a context fills: 34, 71 and 130 MiB more at n_ctx 2048, 4096,
+  They are resident once a context fills: 34, 71 and 129 MiB more at n_ctx 2048, 4096,
   8192 with a prompt of 90% of the context, against 32, 64 and 128 MiB by this term;
 - overhead: the runner process before any model (Python, llama-cpp-python, its server).
 
@@ -27,26 +27,28 @@ of tensors, vocabulary 262,144), llama-cpp-python 0.3.36, 2 threads, n_batch 512
 
     .venv/bin/python bench/runtime_memory.py
 
-which measures RSS with psutil in fresh processes (MiB):
+which measures RSS with psutil in fresh processes (MiB; the last of repeated runs, which
+agreed within 0.3 MiB):
 
-    bare `import llama_cpp.server.app, uvicorn`: 71.7
+    bare `import llama_cpp.server.app, uvicorn`: 71.8
     n_ctx                                         2048    4096    8192
     in process Llama() + one short completion,
       RSS growth                                 338.2   374.2   446.4
     runner (models_app.runtime.runner), one
-      short completion                           443.8   479.8   552.2
-      after a 480-token prompt                  2311.9  2347.9  2420.1
-    runner without logits_all, short             411.6   447.4   519.5
-      after a 480-token prompt                   436.5   475.1   557.1
-      with the context 90% full                  445.6   518.1   648.6
-    this estimate                                438.9   506.9   642.9
-      against the runner, short                  -1.1%   +5.6%  +16.4%
+      short completion                           444.0   480.0   552.3
+      after a 480-token prompt                  2311.9  2347.9  2420.0
+    runner without logits_all, short             411.3   447.4   519.8
+      after a 480-token prompt                   436.4   475.1   557.1
+      with the context 90% full                  445.6   518.3   648.7
+    this estimate                                439.2   507.2   643.2
+      against the runner, short                  -1.1%   +5.7%  +16.5%
+      against it without logits_all, full        -1.5%   -2.1%   -0.8%
 
 The estimate is the runner with its context full; a short exchange measures less (up to
-24% less at 8192). The runner's 2.3 GB after a 480-token prompt is llama_cpp.server's
-`logits_all=True` default: llama-cpp-python then keeps n_ctx x vocab f32 scores (1 MiB a
-token for Gemma) and llama.cpp computes the logits of every prompt token. No estimate
-covers that; runners should be started with logits_all off.
+24% less at 8192, without logits_all). The runner's 2.3 GB after a 480-token prompt is
+llama_cpp.server's `logits_all=True` default: llama-cpp-python then keeps n_ctx x vocab
+f32 scores (1 MiB a token for Gemma) and llama.cpp computes the logits of every prompt
+token. No estimate covers that; runners should be started with logits_all off.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ NO_KV_CACHE = frozenset(
 # Calibrated on the Gemma 3 270M file (see the module docstring).
 LOGITS_SHARE = 1 / 8
 F32_BYTES = 4
-RUNNER_OVERHEAD = 72 * 1024**2  # measured 71.7 MiB
+RUNNER_OVERHEAD = 72 * 1024**2  # measured 71.7 to 71.8 MiB
 
 
 @dataclass(frozen=True)

@@ -289,8 +289,9 @@ def test_recommended_endpoint_is_for_superusers(user_client, anonymous_client):
     assert anonymous_client.get(f"{API}/models/recommended?type=llm").status_code == 401
 
 
-def test_a_model_keyed_recommended_is_shadowed_only_for_get():
-    """The route is declared before /models/{key}; the registry's keys never say that."""
+def test_no_shipped_key_is_shadowed_by_the_recommended_route():
+    """GET /models/recommended is declared before /models/{key}: a model keyed
+    "recommended" would have no detail route, so none of the registry's is."""
     from pathlib import Path
 
     from models_app.registry import load_registry, registry_paths
