@@ -24,6 +24,7 @@ from .schemas import (
     PinOut,
     PruneIn,
     PruneOut,
+    RecommendedOut,
     ReconcileOut,
     StartOut,
     TypeName,
@@ -56,19 +57,51 @@ def list_models(request, filters: Query[ModelFilters]):
     )
     count = qs.count()
     start = (filters.page - 1) * filters.page_size
+    items = selectors.model_page(qs, offset=start, limit=filters.page_size)
+    capacity = selectors.runtime_capacity()  # once a request, not once a row
+    for row in items:
+        _with_fit(row, capacity)
     return {
         "count": count,
         "page": filters.page,
         "page_size": filters.page_size,
         "pages": max(1, math.ceil(count / filters.page_size)),
-        "items": selectors.model_page(qs, offset=start, limit=filters.page_size),
+        "items": items,
     }
+
+
+def _with_fit(model, capacity: selectors.Capacity):
+    """Add `runnable` and `hardware_fit` to a list row (a dict) or a model."""
+    fit = selectors.model_fit(model, capacity=capacity)
+    if isinstance(model, dict):
+        model["runnable"] = bool(model["gguf_file"])
+        model["hardware_fit"] = fit
+    else:
+        model.hardware_fit = fit
+    return model
+
+
+class RecommendedQuery(Schema):
+    type: TypeName
+
+
+# Declared before /models/{key}, which would take "recommended" for a key.
+@router.get("/models/recommended", response=responses(RecommendedOut, 404, 409, 422))
+def recommended_model(request, query: Query[RecommendedQuery]):
+    """Return the model the RAM-based selection picks for a type (the Vibrant spec's): the
+    largest recommended runnable entry whose memory at the default n_ctx fits in the
+    available RAM less the reserve, with the reason. 409 ERR_INSUFFICIENT_RAM when none
+    fits; 404 when no entry of the type can be sized."""
+    picked = selectors.model_recommended(type=query.type)
+    _with_fit(picked["model"], picked["capacity"])
+    return picked | {"capacity": picked["capacity"].as_dict()}
 
 
 @router.get("/models/{key}", response=responses(ModelDetail, 404, 422))
 def get_model(request, key: ModelKey):
-    """Return every registry field of one model, its install state and its usage count."""
-    return selectors.model_get(key=key)
+    """Return every registry field of one model, its install state, its usage count and
+    whether it fits the runtime's memory."""
+    return _with_fit(selectors.model_get(key=key), selectors.runtime_capacity())
 
 
 @router.post("/models/{key}/activate", response=responses(ActiveModelOut, 404, 409, 422))

@@ -62,6 +62,38 @@ class RegistryFiles(BaseModel):
         return self
 
 
+PositiveInt = Annotated[int, Field(ge=1)]
+# The types whose GGUF files the built-in runtime (llama.cpp) serves.
+GGUF_TYPES = ("llm", "embedding", "reranker")
+
+
+class RegistryGGUFFacts(BaseModel):
+    """What a GGUF entry's header will say, for its memory estimate before it is installed.
+
+    The names are models_app/gguf.py's facts; the installed file's header replaces them.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    architecture: str = Field(min_length=1, max_length=50)
+    block_count: PositiveInt
+    embedding_length: PositiveInt
+    head_count: PositiveInt
+    head_count_kv: PositiveInt
+    key_length: PositiveInt  # the head dim of keys
+    value_length: PositiveInt
+    context_length: PositiveInt
+    vocab_size: PositiveInt
+
+    @model_validator(mode="after")
+    def _kv_heads_within_heads(self) -> RegistryGGUFFacts:
+        if self.head_count_kv > self.head_count or self.head_count % self.head_count_kv:
+            raise ValueError(
+                f"head_count_kv ({self.head_count_kv}) must divide head_count ({self.head_count})"
+            )
+        return self
+
+
 class RegistryEntry(BaseModel):
     """One registry entry as written in YAML, validated."""
 
@@ -85,6 +117,7 @@ class RegistryEntry(BaseModel):
     document_prefix: str | None = None
     memory_estimates: dict[str, NonNegativeInt] | None = None
     ram_required: NonNegativeInt | None = None
+    gguf_facts: RegistryGGUFFacts | None = None
     sha256: dict[str, Annotated[str, Field(pattern=SHA256_RE)]] | None = None
     recommended: bool = False
     tags: list[Annotated[str, Field(pattern=TAG_RE, max_length=40)]] | None = None
@@ -101,10 +134,23 @@ class RegistryEntry(BaseModel):
 
     @field_validator("files")
     @classmethod
-    def _gguf_is_llm(cls, value: RegistryFiles, info: ValidationInfo) -> RegistryFiles:
+    def _gguf_type(cls, value: RegistryFiles, info: ValidationInfo) -> RegistryFiles:
         # `type` is declared before `files`, so it is in info.data when it was valid.
-        if value.gguf and info.data.get("type", "llm") != "llm":
-            raise ValueError(f"a GGUF file needs type 'llm' (type is {info.data['type']!r})")
+        if value.gguf and info.data.get("type", "llm") not in GGUF_TYPES:
+            raise ValueError(
+                "a GGUF file needs type 'llm', 'embedding' or 'reranker' "
+                f"(type is {info.data['type']!r})"
+            )
+        return value
+
+    @field_validator("gguf_facts")
+    @classmethod
+    def _facts_of_a_gguf(
+        cls, value: RegistryGGUFFacts | None, info: ValidationInfo
+    ) -> RegistryGGUFFacts | None:
+        files = info.data.get("files")
+        if value is not None and files is not None and not files.gguf:
+            raise ValueError("only an entry with a GGUF file has GGUF facts")
         return value
 
     @property
@@ -141,6 +187,10 @@ class RegistryEntry(BaseModel):
             "document_prefix": self.document_prefix or "",
             "memory_estimates": dict(self.memory_estimates or {}),
             "ram_required": self.ram_required,
+            # Marked as the registry's: the installed file's header replaces them.
+            "gguf_facts": (
+                self.gguf_facts.model_dump() | {"source": "registry"} if self.gguf_facts else {}
+            ),
             "sha256": dict(self.sha256 or {}),
             "recommended": self.recommended,
             "tags": list(self.tags or []),

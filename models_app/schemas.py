@@ -1,15 +1,17 @@
 """API shapes (ninja schemas) for models, cache and active models."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from ninja import Field, Schema
 from pydantic import BaseModel
 
 from .api_contract import Bool, Input, ModelKey
 from .constants import MODEL_TYPES
+from .selectors.fit import FIT_STATUSES
 
 TypeName = Literal[MODEL_TYPES]
+FitStatus = Literal[FIT_STATUSES]
 
 
 class InstallationOut(Schema):
@@ -23,6 +25,19 @@ class InstallationOut(Schema):
     use_count: int
     pinned: bool
     reconciled_at: datetime
+
+
+class HardwareFitOut(BaseModel):
+    """Whether the model fits the runtime's memory at n_ctx (selectors.fit.model_fit).
+
+    status: fits (at most 80% of the capacity), tight, does_not_fit, unknown (nothing
+    tells what it needs), not_runnable (no GGUF file: the built-in runtime runs none).
+    """
+
+    status: FitStatus
+    required: int | None
+    capacity: int
+    n_ctx: int
 
 
 class ModelFields(BaseModel):
@@ -46,6 +61,9 @@ class ModelFields(BaseModel):
     size_on_disk: int | None
     is_active: bool
     collections_count: int
+    # A GGUF file: the built-in runtime can load it. Others are for use from other tools.
+    runnable: bool
+    hardware_fit: HardwareFitOut
 
 
 class MemoryRow(Schema):
@@ -67,6 +85,10 @@ class ModelDetail(Schema, ModelFields):
         inst = _installation(obj)
         return inst.size_on_disk if inst else None
 
+    @staticmethod
+    def resolve_runnable(obj) -> bool:
+        return bool(obj.gguf_file)
+
     gguf_file: str
     allow_patterns: list[str]
     context_window: int | None
@@ -77,6 +99,8 @@ class ModelDetail(Schema, ModelFields):
     memory_estimates: dict[str, int | None]
     memory_table: list[MemoryRow]
     ram_required: int | None
+    # The GGUF header's facts (architecture, block_count, head counts, ...), or {}.
+    gguf_facts: dict[str, Any]
     sha256: dict[str, str]
     license: str
     registry_file: str
@@ -270,3 +294,21 @@ class CancelIn(Input):
 class UnmanagedDeleteOut(Schema):
     repo_id: str
     bytes_freed: int
+
+
+class CapacityOut(Schema):
+    bytes: int  # what the runtime of that host may use for models
+    host: str
+    source: str  # "runtime" (a supervisor's heartbeat) or "this host" (none runs)
+    ram_total: int
+    ram_available: int
+    budget: int | None
+
+
+class RecommendedOut(Schema):
+    model: ModelDetail
+    reason: str
+    required: int  # bytes at n_ctx
+    usable: int  # available RAM less the reserve, within the budget
+    n_ctx: int
+    capacity: CapacityOut

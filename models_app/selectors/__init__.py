@@ -3,6 +3,14 @@
 A package by concern; every read is importable from here.
 """
 
+from .fit import (
+    FIT_STATUSES,
+    Capacity,
+    model_fit,
+    model_recommended,
+    model_required,
+    runtime_capacity,
+)
 from .health import health_ok, heartbeat_fresh_since, system_status
 from .models import (
     LIST_FIELDS,
@@ -42,8 +50,10 @@ from .usage import (
 )
 
 __all__ = [
+    "FIT_STATUSES",
     "LIST_FIELDS",
     "SORTS",
+    "Capacity",
     "SortKey",
     "StatusFilter",
     "active_model_list",
@@ -61,15 +71,19 @@ __all__ = [
     "instance_payload",
     "latest_scan",
     "memory_table",
+    "model_fit",
     "model_get",
     "model_list",
     "model_objects_page",
     "model_page",
     "model_queryset",
+    "model_recommended",
+    "model_required",
     "model_usage",
     "operation_get",
     "operation_list",
     "repo_stakeholders",
+    "runtime_capacity",
     "runtime_host_list",
     "runtime_instances",
     "runtime_payload",

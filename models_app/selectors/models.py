@@ -130,6 +130,10 @@ LIST_FIELDS = (
 )  # fmt: skip
 
 
+# What selectors.fit.model_fit reads of a row, besides download_size.
+FIT_FIELDS = ("gguf_file", "gguf_facts", "ram_required")
+
+
 @cache
 def _page_rows() -> QuerySet[Model]:
     """Return the annotated values query of list rows, built once per process.
@@ -141,7 +145,10 @@ def _page_rows() -> QuerySet[Model]:
         **_usage_columns(),
         installed=ExpressionWrapper(Q(installation__id__isnull=False), output_field=BooleanField()),
         size_on_disk=F("installation__size_on_disk"),
-    ).values("id", *LIST_FIELDS, "collections_count", "is_active", "installed", "size_on_disk")
+    ).values(
+        "id", *LIST_FIELDS, "collections_count", "is_active", "installed", "size_on_disk",
+        *FIT_FIELDS,
+    )  # fmt: skip
 
 
 def _page_ids(qs: QuerySet[Model], offset: int, limit: int) -> list[int]:

@@ -22,6 +22,7 @@ from ..fetch import BlobSpec, RetryPolicy, fetch_blob
 from ..models import Installation, Model, Operation, OperationKind
 from ..store import get_store, repo_folder
 from .cancellation import download_partials_discard
+from .model_facts import model_facts_ensure
 from .operations import StartResult, operation_start
 from .progress import LostOwnership, ProgressReporter
 from .pruning import prune_for_room, prune_would_free
@@ -239,6 +240,10 @@ def _download(op: Operation) -> dict:
     # The operation's outcome is published when it ends.
     store_reconcile(folders=[repo_folder(model.repo_id)], publish=False)
     Installation.objects.filter(model=model).update(verified_at=timezone.now())
+    if model.gguf_file:
+        # Reconcile read the header if the file is new to it; this covers the rest.
+        model.refresh_from_db(fields=["gguf_facts"])
+        model_facts_ensure(model=model, commit_hash=plan.commit_hash)
     elapsed = time.monotonic() - started
     return {
         "bytes_total": plan.total_bytes,

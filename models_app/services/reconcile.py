@@ -18,6 +18,7 @@ from ..models import EventKind, Installation, Model, StoreLocation, StoreScan, U
 from ..selectors import busy_model_ids, latest_scan
 from ..store import StoreReport, get_store, pick_snapshot, repo_folder
 from .events import event_record, store_change_publish
+from .model_facts import model_facts_ensure
 
 SCAN_HISTORY = 50
 
@@ -70,7 +71,10 @@ def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -
     scope = set(folders) if folders is not None else None
     reports = _reports(folders)
     result = ReconcileResult()
-    models = Model.objects.only("id", "key", "repo_id", "revision", "gguf_file", "allow_patterns")
+    models = Model.objects.only(
+        "id", "key", "repo_id", "revision", "gguf_file", "allow_patterns", "download_size",
+        "gguf_facts",
+    )  # fmt: skip
     if scope is not None:
         repo_ids = [get_store().folder_repo(folder)[1] for folder in scope]
         models = models.filter(repo_id__in=repo_ids)
@@ -211,4 +215,9 @@ def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -
             # state (operation_outcome_publish); the others now.
             quiet = changed - busy_model_ids(changed)
             transaction.on_commit(lambda: store_change_publish(model_ids=quiet))
+    # The header of each installed GGUF whose facts are not yet from its file at this commit
+    # (newly installed, updated, or installed before facts were read): ram_required follows.
+    for m in models:
+        if m.gguf_file and m.id in found:
+            model_facts_ensure(model=m, commit_hash=found[m.id]["commit_hash"])
     return result

@@ -12,6 +12,7 @@ from django.db.models import ProtectedError
 from ..models import EventKind, Installation, Model, ModelSource
 from ..registry import load_registry, registry_paths
 from .events import event_record
+from .model_facts import HEADER, ram_required_estimate
 
 
 @dataclass
@@ -52,7 +53,14 @@ def registry_sync(*, paths: list[Path] | None = None) -> SyncResult:
                 "in_registry": True,
                 "registry_file": _relative_to_project(entry.registry_file),
             }
+            if values["ram_required"] is None:
+                values["ram_required"] = ram_required_estimate(
+                    facts=values["gguf_facts"], file_size=values["download_size"]
+                )
             row = existing.get(key)
+            if row is not None and (row.gguf_facts or {}).get("source") == HEADER:
+                # The installed file's header said more than the YAML can: keep what it said.
+                del values["gguf_facts"], values["ram_required"]
             if row is None:
                 Model.objects.create(key=key, **values)
                 result.created.append(key)

@@ -134,8 +134,13 @@ def _model_path(model: Model) -> str:
             f"{model.key} is not installed; download it before loading it.",
             details={"model": model.key},
         )
-    path = get_store().installed_file(installation.snapshot_path, model.gguf_file)
-    if path is None:
+    try:
+        path = get_store().snapshot_file(
+            installation.location, model.repo_id, installation.commit_hash, model.gguf_file
+        )
+    except ValueError:
+        path = None
+    if path is None or not path.is_file():
         raise NotInstalled(
             f"{model.key}'s file {model.gguf_file} is missing from the store; download it again.",
             details={"model": model.key, "file": model.gguf_file},
@@ -507,10 +512,6 @@ def load_execute(op: Operation) -> dict:
     }
 
 
-# llama.cpp's pooling types by number, as a GGUF's `<architecture>.pooling_type` holds them.
-GGUF_POOLING = {1: "mean", 2: "cls", 3: "last_token", 4: "rank"}
-
-
 def _pooling(model: Model, facts: dict) -> str:
     """Return how an embedding entry pools: its registry's pooling, the GGUF's, else mean.
 
@@ -520,7 +521,9 @@ def _pooling(model: Model, facts: dict) -> str:
         return "rank"
     if model.pooling in ("mean", "cls", "last_token"):
         return model.pooling
-    return GGUF_POOLING.get(facts.get("pooling_type"), "mean")
+    # models_app/gguf.py names llama.cpp's numbers; "none" (a chat model's) is not an answer.
+    named = {"mean": "mean", "cls": "cls", "last": "last_token"}
+    return named.get(facts.get("pooling_type"), "mean")
 
 
 def _mib(n: int | None) -> str:

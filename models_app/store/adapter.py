@@ -67,15 +67,17 @@ class Store:
         except FileNotFoundError:
             return 0
 
-    def installed_file(self, snapshot_path: str, filename: str) -> Path | None:
-        """Return the real file behind an installed snapshot's file, None if it is missing.
+    def snapshot_file(self, location: str, repo_id: str, commit_hash: str, path: str) -> Path:
+        """Return an installed file of a snapshot (the link the hub layout points at its blob).
 
-        `snapshot_path` is an Installation's (the store's or the legacy cache's snapshot).
+        `location` is an Installation's (the store or the legacy cache); `path` a file of
+        the repo, relative and inside it. Raise ValueError for anything else.
         """
-        link = Path(snapshot_path) / filename
-        if not link.resolve().is_relative_to(Path(snapshot_path).resolve().parent.parent):
-            return None  # a name that leads out of its repo folder
-        return link.resolve() if link.is_file() else None
+        root = self.legacy_dir if location == LEGACY else self.hub_dir
+        relative = PurePosixPath(path)
+        if root is None or relative.is_absolute() or ".." in relative.parts or not path:
+            raise ValueError(f"no such snapshot file: {path!r} in {location}")
+        return root / repo_folder(repo_id) / "snapshots" / commit_hash / relative
 
     def relative(self, path: Path | str) -> str:
         """Return a path inside the store as the store-relative POSIX name clients see."""

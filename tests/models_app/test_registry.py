@@ -19,6 +19,17 @@ from models_app.registry import (
 )
 
 REGISTRY_DIR = Path(__file__).resolve().parents[2] / "registry"
+GGUF_FACTS = {
+    "architecture": "llama",
+    "block_count": 2,
+    "embedding_length": 64,
+    "head_count": 8,
+    "head_count_kv": 2,
+    "key_length": 8,
+    "value_length": 8,
+    "context_length": 2048,
+    "vocab_size": 100,
+}
 _DROP = object()  # a valid_entry() change that removes the field
 
 
@@ -90,8 +101,31 @@ def test_every_shipped_llm_is_one_gguf_file(shipped):
             assert entry.gguf_file and entry.gguf_file.endswith(".gguf"), entry.key
             assert entry.allow_patterns is None, entry.key
             assert entry.quantization, entry.key
-        else:
-            assert entry.gguf_file is None and entry.allow_patterns, entry.key
+        elif entry.gguf_file is None:
+            assert entry.allow_patterns, entry.key
+
+
+def test_embeddings_and_rerankers_have_gguf_entries_the_runtime_serves(shipped):
+    gguf = Counter(e.type for e in shipped if e.gguf_file)
+    assert gguf["embedding"] >= 2 and gguf["reranker"] >= 1
+    assert "splade" not in gguf
+    for entry in shipped:
+        if entry.gguf_file and entry.type != "llm":
+            assert entry.quantization and entry.download_size, entry.key
+            # A digest pinned for a GGUF entry is its one file's.
+            assert set(entry.sha256 or {}) <= {entry.gguf_file}, entry.key
+
+
+def test_shipped_gguf_facts_give_every_llm_that_has_them_a_requirement(shipped):
+    from models_app.runtime.memory import memory_estimate
+
+    with_facts = [e for e in shipped if e.gguf_facts]
+    assert {e.type for e in with_facts} >= {"llm"}
+    for entry in with_facts:
+        facts = entry.model_fields_for_db()["gguf_facts"]
+        assert facts["source"] == "registry"
+        estimate = memory_estimate(facts=facts, n_ctx=4096, file_size=entry.download_size)
+        assert estimate.total > entry.download_size, entry.key
 
 
 def test_shipped_registry_marks_recommended_models_per_type(shipped):
@@ -136,6 +170,14 @@ def test_fields_for_db_turn_missing_values_into_column_defaults(tmp_path):
     assert fields["parameter_count"] is None and fields["ram_required"] is None
     assert fields["download_size"] == 1000
     assert fields["revision"] == "main" and fields["recommended"] is False
+
+
+def test_an_embedding_gguf_entry_with_facts(tmp_path):
+    raw = valid_entry(files={"gguf": "e.gguf"}, quantization="Q8_0", gguf_facts=GGUF_FACTS)
+    (entry,) = load_registry_file(write_registry(tmp_path, [raw]))
+    fields = entry.model_fields_for_db()
+    assert fields["gguf_file"] == "e.gguf" and fields["type"] == "embedding"
+    assert fields["gguf_facts"] == {**GGUF_FACTS, "source": "registry"}
 
 
 def test_gguf_entry_is_flattened(tmp_path):
@@ -239,10 +281,34 @@ def test_entries_are_immutable(tmp_path):
             id="gguf-outside-repo",
         ),
         pytest.param(
-            {"files": {"gguf": "model.gguf"}},
+            {"type": "splade", "files": {"gguf": "model.gguf"}},
             "files",
-            "needs type 'llm'",
-            id="gguf-on-embedding",
+            "needs type 'llm', 'embedding' or 'reranker'",
+            id="gguf-on-splade",
+        ),
+        pytest.param(
+            {"gguf_facts": GGUF_FACTS},
+            "gguf_facts",
+            "only an entry with a GGUF file has GGUF facts",
+            id="facts-without-gguf",
+        ),
+        pytest.param(
+            {"files": {"gguf": "m.gguf"}, "gguf_facts": {**GGUF_FACTS, "head_count_kv": 3}},
+            "gguf_facts",
+            "head_count_kv (3) must divide head_count (8)",
+            id="facts-kv-heads",
+        ),
+        pytest.param(
+            {"files": {"gguf": "m.gguf"}, "gguf_facts": {**GGUF_FACTS, "rope": 1}},
+            "gguf_facts.rope",
+            "is not a known field",
+            id="facts-unknown-field",
+        ),
+        pytest.param(
+            {"files": {"gguf": "m.gguf"}, "gguf_facts": {**GGUF_FACTS, "block_count": 0}},
+            "gguf_facts.block_count",
+            "must be ≥ 1",
+            id="facts-zero-layers",
         ),
         pytest.param(
             {"sha256": {"model.safetensors": "ABC123"}},
