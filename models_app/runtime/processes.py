@@ -79,6 +79,7 @@ class Runner:
         self.spare = False  # its imports are done and it waits for a spec
         self.stopping = False
         self._buffer = b""
+        self._eof = False
 
     def wait_spare(self, timeout: float) -> bool:
         """Wait for the runner's imports to finish; False if it died or took too long."""
@@ -99,7 +100,7 @@ class Runner:
             raise RunnerError("ERR_INTERNAL", self._death("before it took its model")) from None
         message = self._read(timeout)
         if message is None:
-            if self.alive():
+            if not self._eof:
                 self.stop()
                 raise RunnerError(
                     "ERR_TIMEOUT", f"The model did not load within {timeout:g} s; it was stopped."
@@ -127,7 +128,8 @@ class Runner:
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
-                return None  # it exited
+                self._eof = True  # it exited (or is exiting)
+                return None
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:

@@ -75,10 +75,30 @@ def main() -> int:
         return 3
     port = sock.getsockname()[1]
     started = time.monotonic()
-    overrides = {}
+    overrides = []  # the server's form: "key=type:value"
     if spec.get("pooling") in POOLING_TYPES and spec.get("architecture"):
-        overrides[f"{spec['architecture']}.pooling_type"] = POOLING_TYPES[spec["pooling"]]
-    model = ModelSettings(
+        pooling = POOLING_TYPES[spec["pooling"]]
+        overrides.append(f"{spec['architecture']}.pooling_type=int:{pooling}")
+    try:
+        model = _model_settings(ModelSettings, spec, overrides)
+    except ValueError as exc:  # pydantic's ValidationError: a spec this runner cannot take
+        _say("error", code="ERR_INVALID", message=f"Runner settings refused: {exc}")
+        return 3
+    server = ServerSettings(host=spec.get("host", "127.0.0.1"), port=port, api_key=spec["api_key"])
+    try:
+        app = create_app(server_settings=server, model_settings=[model])
+    except Exception as exc:  # llama.cpp refused the file: a ValueError naming it
+        _say("error", code="ERR_FORMAT", message=f"llama.cpp could not load the model: {exc}")
+        return 3
+    load_seconds = time.monotonic() - started
+    _say("ready", port=port, load_seconds=round(load_seconds, 4), pid=os.getpid())
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _model_settings(ModelSettings, spec: dict, overrides: list[str]):
+    return ModelSettings(
         model=spec["model_path"],
         model_alias=spec.get("alias") or None,
         n_ctx=int(spec["n_ctx"]),
@@ -94,17 +114,6 @@ def main() -> int:
         logits_all=False,
         verbose=False,
     )
-    server = ServerSettings(host=spec.get("host", "127.0.0.1"), port=port, api_key=spec["api_key"])
-    try:
-        app = create_app(server_settings=server, model_settings=[model])
-    except Exception as exc:  # llama.cpp refused the file: a ValueError naming it
-        _say("error", code="ERR_FORMAT", message=f"llama.cpp could not load the model: {exc}")
-        return 3
-    load_seconds = time.monotonic() - started
-    _say("ready", port=port, load_seconds=round(load_seconds, 4), pid=os.getpid())
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
 
 
 if __name__ == "__main__":

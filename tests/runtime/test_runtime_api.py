@@ -11,6 +11,7 @@ from models_app.selectors import model_usage
 from models_app.services import operation_retry, operations_requeue
 from models_app.services.runtime import runtime_orphans_fail
 from tests.factories import ModelFactory
+from tests.gguf_files import llama_metadata, write_gguf
 from tests.runtime_helpers import install_gguf
 
 API = "/api/v1"
@@ -21,9 +22,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def tiny_gguf(tmp_path):
-    path = tmp_path / "tiny.gguf"
-    path.write_bytes(b"GGUF" + b"\0" * 4092)
-    return path
+    return write_gguf(tmp_path / "tiny.gguf", metadata=llama_metadata())
 
 
 def gguf_model(settings, source, **fields):
@@ -141,10 +140,11 @@ def test_no_runtime_supervisor_is_503(superuser_client, settings, tiny_gguf):
 def test_a_load_that_does_not_fit_names_both_numbers_and_a_smaller_model(
     superuser_client, settings, tmp_path
 ):
-    big_file = tmp_path / "big.gguf"
-    big_file.write_bytes(b"GGUF" + b"\0" * (4 * 1024**2))
-    small_file = tmp_path / "small.gguf"
-    small_file.write_bytes(b"GGUF" + b"\0" * 1024)
+    # The same tiny weights; 64 layers of KV cache make the first one bigger.
+    big_file = write_gguf(
+        tmp_path / "big.gguf", metadata=llama_metadata(**{"llama.block_count": 64})
+    )
+    small_file = write_gguf(tmp_path / "small.gguf", metadata=llama_metadata())
     big = gguf_model(settings, big_file, key="big-llm")
     small = gguf_model(settings, small_file, key="small-llm")
     from models_app.services.runtime import runtime_estimate
