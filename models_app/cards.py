@@ -147,11 +147,10 @@ class Card:
         instance = self.runtime
         if instance is None:
             return "Not loaded"
+        # The memory it holds moves with every measurement: the Runtime panel shows it live.
         where = f"on {instance.host}"
         if instance.state == "ready":
-            memory = instance.rss or instance.memory_estimate
-            held = f" · {filesizeformat(memory)}" if memory else ""
-            return f"Loaded {where}{held}"
+            return f"Loaded {where}"
         if instance.state == "failed":
             return f"Runner failed {where}"
         return f"{instance.get_state_display()} {where}…"

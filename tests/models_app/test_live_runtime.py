@@ -114,9 +114,7 @@ async def test_relay_sends_a_runtime_supervisor_that_starts_but_not_each_heartbe
     assert got[0]["runtime"]["hosts"][0]["threads"] == 2
 
     later = now + timedelta(seconds=1)
-    await database_sync_to_async(ProcessHeartbeat.objects.filter(pk=beat.pk).update)(
-        beat_at=later
-    )
+    await database_sync_to_async(ProcessHeartbeat.objects.filter(pk=beat.pk).update)(beat_at=later)
     assert await ws.receive_nothing(timeout=0.6)
     await ws.disconnect()
 

@@ -190,7 +190,7 @@ def test_panel_shows_the_error_of_a_failed_instance_without_unload(
 ):
     instance(
         catalog["llm"], state="failed", port=None, expires_at=None, error_code="ERR_INTERNAL",
-        error_message="The runner of tiny-llm died (killed by SIGKILL); the next request loads it again.",
+        error_message="The runner of tiny-llm died (killed by SIGKILL); the next request loads it.",
     )  # fmt: skip
     panel = superuser_client.get(f"{PAGE}runtime/").content.decode()
     failed = row(panel, "tiny-llm")
@@ -230,7 +230,7 @@ def test_loaded_card_offers_unload_and_shows_where(superuser_client, catalog, ru
     assert 'data-runtime-state="ready"' in html and 'data-testid="loaded"' in html
     assert 'data-testid="unload"' in html and 'data-testid="load"' not in html
     assert 'data-testid="try-it"' in html
-    assert "Loaded on test-host · 312.0\xa0MB" in html
+    assert "Loaded on test-host" in html
 
 
 def test_a_failed_runner_shows_on_the_card_with_load_again(superuser_client, catalog):
@@ -424,7 +424,7 @@ def test_try_an_llm_offers_a_streamed_chat_and_a_completion(superuser_client, ca
     assert response.status_code == 200
     html = response.content.decode()
     assert html.lstrip().startswith('<dialog class="dialog dialog-wide" id="try-dialog"')
-    assert 'data-autoshow' in html and 'data-model-key="tiny-llm"' in html
+    assert "data-autoshow" in html and 'data-model-key="tiny-llm"' in html
     assert 'data-chat-url="/v1/chat/completions"' in html
     assert 'data-completions-url="/v1/completions"' in html
     assert 'data-try="generate"' in html and 'data-testid="try-mode-completion"' in html
