@@ -95,13 +95,15 @@
 
   // --- server-sent events ------------------------------------------------------------------
 
-  // Call onData with each event's JSON, in order, as the bytes arrive; stop at [DONE].
+  // Call onData with each event's JSON, in order, as the bytes arrive, until [DONE].
+  // The body is read to its end even so: closing the connection early is a disconnect
+  // to the server, which then has to clean up the request in a cancelled task.
   async function readEvents(response, onData) {
     var reader = response.body.getReader();
     var decoder = new TextDecoder();
     var buffer = "";
     var done = false;
-    while (!done) {
+    for (;;) {
       var step = await reader.read();
       if (step.done) {
         buffer += decoder.decode();
@@ -113,7 +115,6 @@
       for (var i = 0; i < blocks.length && !done; i++) done = handleEvent(blocks[i], onData);
       if (step.done) break;
     }
-    if (done) reader.cancel().catch(function () {});
   }
 
   function handleEvent(block, onData) {
