@@ -1,4 +1,4 @@
-"""Admin for the registry, installed state, operations, events and API tokens.
+"""Admin for the registry, installed state, operations, the runtime, events and API tokens.
 
 Actions call the same services as the API; nothing here writes a row a service owns.
 """
@@ -10,8 +10,18 @@ from django.utils.html import format_html
 
 from . import selectors, services
 from .errors import ModelyardError
-from .models import ActiveModel, ApiToken, Event, Installation, Model, Operation, StoreScan
+from .models import (
+    ActiveModel,
+    ApiToken,
+    Event,
+    Installation,
+    Model,
+    Operation,
+    RuntimeInstance,
+    StoreScan,
+)
 from .phrasing import type_label
+from .services import runtime as runtime_services
 
 LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
 
@@ -329,6 +339,50 @@ class OperationAdmin(ReadOnlyAdmin):
             obj.state,
             text,
         )
+
+
+@admin.register(RuntimeInstance)
+class RuntimeInstanceAdmin(ReadOnlyAdmin):
+    """What the runtime has loaded where; rows are the runtime's own, unloaded by its service."""
+
+    list_display = [
+        "model", "host", "state", "memory_estimate_display", "rss_display", "n_ctx",
+        "n_threads", "expires_display", "requests_served", "in_flight", "error_code",
+    ]  # fmt: skip
+    list_filter = ["state", "host", "model__type", "error_code"]
+    search_fields = ["model__key", "model__name", "host"]
+    list_select_related = ["model"]
+    # The runner's bearer token is never shown: only Modelyard's proxy talks to a runner.
+    exclude = ["secret"]
+    actions = ["unload_selected"]
+
+    def has_change_permission(self, request, obj=None):
+        # Actions need change permission; the change form itself stays read-only.
+        return obj is None and request.user.is_superuser
+
+    @admin.display(description="memory estimate", ordering="memory_estimate")
+    def memory_estimate_display(self, obj):
+        return filesizeformat(obj.memory_estimate) if obj.memory_estimate else "—"
+
+    @admin.display(description="RSS (measured)", ordering="rss")
+    def rss_display(self, obj):
+        return filesizeformat(obj.rss) if obj.rss else "—"
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires_display(self, obj):
+        if obj.state == "ready" and obj.keep_alive < 0:
+            return "never"
+        return obj.expires_at or "—"
+
+    @admin.action(description="Unload selected models (their runners stop)")
+    def unload_selected(self, request, queryset):
+        each_through_service(
+            self, request, queryset.select_related("model"),
+            verb="unload",
+            call=lambda i: runtime_services.runtime_unload_start(model=i.model, user=request.user),
+            key=lambda i: i.model.key,
+            label=lambda i: i.model.name,
+        )  # fmt: skip
 
 
 @admin.register(Event)

@@ -30,7 +30,7 @@ MIN_INTERVAL = 0.2
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNAVAILABLE = 1011
-LAYER_EVENTS = ("operation.update", "model.update", "cache.update")
+LAYER_EVENTS = ("operation.update", "model.update", "cache.update", "runtime.update")
 
 
 def _stamp(value: str | None) -> datetime | None:
@@ -68,12 +68,13 @@ class _OperationStream:
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
-    """Send the snapshot, then operation, model and cache updates, coalesced per operation.
+    """Send the snapshot, then operation, model, cache and runtime updates.
 
-    An update that would break the per-operation limits is held and sent as soon as they
-    allow (a newer one replaces it); an end state goes at once and drops what was held.
-    An update equal to, or older than, what was sent or held is dropped: the relay and a
-    direct publish in this process can both deliver one change.
+    Operation updates are coalesced per operation, runtime updates as one stream of their
+    own, under the same limits: an update that would break them is held and sent as soon
+    as they allow (a newer one replaces it); an end state goes at once and drops what was
+    held. An update equal to, or older than, what was sent or held is dropped: the relay
+    and a direct publish in this process can both deliver one change.
     """
 
     joined = False
@@ -92,6 +93,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.streams: dict[int, _OperationStream] = {}
+        # The runtime picture: every request served changes it (in flight, counts), so it
+        # is limited like one operation's progress.
+        self.runtime_stream = _OperationStream()
         self.models: dict[str, dict] = {}
         self.cache: dict | None = None
         self.send_lock = asyncio.Lock()
@@ -116,13 +120,17 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 sent=event["text"], sent_stamp=_stamp(event["updated_at"])
             )
         self.cache = message["cache"]
+        self.runtime_stream.sent = json.dumps({"type": "runtime", "runtime": message["runtime"]})
         await self.send_json(message)
 
     async def disconnect(self, code):
         await self._leave()
 
     async def _leave(self) -> None:
-        for stream in getattr(self, "streams", {}).values():
+        streams = list(getattr(self, "streams", {}).values())
+        if hasattr(self, "runtime_stream"):
+            streams.append(self.runtime_stream)
+        for stream in streams:
             if stream.timer is not None:
                 stream.timer.cancel()
         if self.relayed:
@@ -163,20 +171,21 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         if stamp is not None and latest_stamp is not None and stamp < latest_stamp:
             return  # an older state than one already sent or held
-        loop = asyncio.get_running_loop()
-        async with self.send_lock:
-            due_at = stream.next_send_at()
-            if event["state"] in TERMINAL_STATES:
-                # The cache figures follow an end state even when a store scan just
-                # before it sent the same ones: the page refreshes its header on them.
-                self.cache = None
-            if loop.time() >= due_at or event["state"] in TERMINAL_STATES:
-                self._drop_held(stream)
-                await self._send_operation(stream, text, stamp)
-                return
-            stream.held, stream.held_stamp = text, stamp
-            if stream.timer is None:
-                stream.timer = asyncio.create_task(self._send_held(stream, due_at))
+        final = event["state"] in TERMINAL_STATES
+        if final:
+            # The cache figures follow an end state even when a store scan just
+            # before it sent the same ones: the page refreshes its header on them.
+            self.cache = None
+        await self._offer(stream, text, stamp, final=final)
+
+    async def runtime_update(self, event):
+        if not self.joined:
+            return
+        text = event.get("text") or json.dumps({"type": "runtime", "runtime": event["runtime"]})
+        stream = self.runtime_stream
+        if text == stream.latest()[0] or text == stream.sent:
+            return
+        await self._offer(stream, text, None, final=False)
 
     async def model_update(self, event):
         model = event["model"]
@@ -190,6 +199,19 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "cache", "cache": self.cache})
 
     # --- coalescing ---------------------------------------------------------------------
+
+    async def _offer(self, stream: _OperationStream, text: str, stamp, *, final: bool) -> None:
+        """Send now if the stream's limits allow (or it is final), else hold it for later."""
+        loop = asyncio.get_running_loop()
+        async with self.send_lock:
+            due_at = stream.next_send_at()
+            if loop.time() >= due_at or final:
+                self._drop_held(stream)
+                await self._send_operation(stream, text, stamp)
+                return
+            stream.held, stream.held_stamp = text, stamp
+            if stream.timer is None:
+                stream.timer = asyncio.create_task(self._send_held(stream, due_at))
 
     async def _send_operation(self, stream: _OperationStream, text: str, stamp) -> None:
         """Send one operation message; the caller holds `send_lock`.

@@ -4,7 +4,8 @@ With channels-redis every process's publish reaches every daphne process, and th
 relay stays off. With the in-memory layer (the default: no Redis, the worker in its
 own process) a publish reaches only the process that made it, so each daphne process
 runs one relay task while it has clients: it polls the Operation rows changed since
-its last look (`updated_at`) and sends what changed to its own consumers.
+its last look (`updated_at`), and the runtime's instances, and sends what changed to its
+own consumers.
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import connections
 from django.db.models import Max
 
-from .models import ACTIVE_STATES, TERMINAL_STATES, ActiveModel, Installation, Operation, StoreScan
-from .selectors import busy_model_ids
+from .models import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    ActiveModel,
+    Installation,
+    Operation,
+    ProcessHeartbeat,
+    ProcessRole,
+    RuntimeInstance,
+    StoreScan,
+)
+from .selectors import busy_model_ids, runtime_payload
 from .services.events import (
     OPERATIONS_GROUP,
     cache_event,
@@ -28,6 +39,7 @@ from .services.events import (
     model_events,
     operation_event,
     operation_payload,
+    runtime_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,6 +60,7 @@ def live_snapshot() -> tuple[dict, list[dict]]:
         "type": "snapshot",
         "operations": [operation_payload(op) for op in ops],
         "cache": cache_payload(),
+        "runtime": runtime_payload(),
     }
     return message, [operation_event(op) for op in ops]
 
@@ -73,6 +86,30 @@ def _changed_keys(before: dict, after: dict) -> set:
     return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
 
+# What a client sees of an instance, besides `updated_at`: the runtime's services write
+# their rows with QuerySet.update(), which leaves an auto_now field alone, so a change
+# (ready, in flight, RSS measured) is told by its columns as well.
+RUNTIME_COLUMNS = (
+    "id", "updated_at", "state", "pid", "port", "rss", "memory_estimate", "n_ctx", "n_threads",
+    "keep_alive", "expires_at", "loaded_at", "requests_served", "in_flight", "error_code",
+)  # fmt: skip
+
+
+def _runtime_rows() -> tuple:
+    """Return every runtime instance's visible columns and the runtime supervisors.
+
+    All of them, not those changed since a time: a row that disappeared (unloaded) must
+    be noticed too, and the table holds a few rows (what is loaded, what failed).
+    """
+    instances = tuple(RuntimeInstance.objects.order_by("id").values_list(*RUNTIME_COLUMNS))
+    hosts = tuple(
+        ProcessHeartbeat.objects.filter(role=ProcessRole.RUNTIME)
+        .order_by("host", "pid")
+        .values_list("host", "pid")
+    )
+    return instances, hosts
+
+
 class OperationRelay:
     """Poll changed Operation rows and group_send them to this process's consumers.
 
@@ -80,7 +117,8 @@ class OperationRelay:
     When an operation reaches an end state, its model's state and the cache figures
     follow; the cache figures also follow every new store scan, with the state of every
     model whose installation changed; a switch of the active model (made by a request
-    to another process) sends both models.
+    to another process) sends both models. A change of any runtime instance (or one gone,
+    or a runtime supervisor come or gone) sends the whole runtime picture.
     """
 
     def __init__(self, layer, *, loop, interval: float = RELAY_INTERVAL):
@@ -95,6 +133,7 @@ class OperationRelay:
         self.scan_id = None
         self.active: dict[str, int] = {}
         self.installed: dict[int, int] = {}
+        self.runtime: tuple | None = None
         # One thread of its own: polls neither queue behind nor hold up the threads that
         # serve requests and consumers, and stopping closes exactly its connection.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
@@ -123,6 +162,7 @@ class OperationRelay:
         self.scan_id = _latest_scan_id()
         self.active = _active_models()
         self.installed = _installed()
+        self.runtime = _runtime_rows()
 
     def poll(self) -> list[dict]:
         """Return the events for what changed since the last poll."""
@@ -165,6 +205,10 @@ class OperationRelay:
             events.extend(model_events(model_ids=changed_models))
         if ended or rescanned:
             events.append(cache_event())
+        runtime = _runtime_rows()
+        if runtime != self.runtime:
+            self.runtime = runtime
+            events.append(runtime_event())
         return events
 
     async def run(self) -> None:

@@ -23,6 +23,7 @@ from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import (
@@ -34,9 +35,10 @@ from django_htmx.http import (
 )
 
 from . import selectors, services
-from .cards import Card, build_cards, model_page_href
-from .errors import ConfirmRequired, ModelyardError, NotFound
+from .cards import Card, build_cards, model_page_href, runtime_rows
+from .errors import ConfirmRequired, ModelyardError, NotFound, NotInstalled
 from .models import Model, OperationKind, OperationState
+from .services import runtime as runtime_services
 
 TYPE_TABS = (
     ("embedding", "Embedding"),
@@ -144,10 +146,14 @@ def _card(key: str) -> Card:
     return build_cards([selectors.model_get(key=key)])[0]
 
 
+# The id of the Runtime panel: an action posted from it is answered with the panel.
+RUNTIME_PANEL = "runtime-panel"
+
+
 # --- pages and fragments ----------------------------------------------------------------
 
 
-def _listing(filters: Filters) -> dict:
+def _listing(filters: Filters, *, runtime_instances=None) -> dict:
     qs = selectors.model_list(
         type=filters.type, status=filters.status, search=filters.q or None, sort="recommended"
     )
@@ -180,7 +186,7 @@ def _listing(filters: Filters) -> dict:
         ],
         "summary": f"{total} {NOUNS[filters.type][total != 1]}",
         "plural": NOUNS[filters.type][1],
-        "cards": build_cards(models),
+        "cards": build_cards(models, runtime_instances=runtime_instances),
         "total": total,
         "page": page,
         "pages": pages,
@@ -203,17 +209,39 @@ def _header_context(*, store_operation: bool = False) -> dict:
     return context
 
 
+def _runtime_context() -> dict:
+    """Return the Runtime panel's rows (every instance on every host) and its hosts."""
+    instances = list(selectors.runtime_instances())
+    return {
+        "runtime_instances": instances,
+        "runtime_rows": runtime_rows(instances, now=timezone.now()),
+        "runtime_hosts": selectors.runtime_host_list(),
+    }
+
+
 @superuser_required
 @require_GET
 @vary_on_headers("HX-Request")
 def models_page(request: HttpRequest) -> HttpResponse:
     """Render Settings > Models, or only its list for an htmx request."""
     filters = Filters.parse(request.GET)
-    listing = _listing(filters)
     if request.htmx and not request.htmx.history_restore_request:
+        listing = _listing(filters)
         response = render(request, "modelyard/_model_list.html", listing)
         return push_url(response, listing["canonical_url"])
-    return render(request, "modelyard/models_page.html", {**listing, **_header_context()})
+    runtime = _runtime_context()
+    # The cards take their runtime state from the panel's rows: no query of their own.
+    listing = _listing(filters, runtime_instances=runtime["runtime_instances"])
+    return render(
+        request, "modelyard/models_page.html", {**listing, **_header_context(), **runtime}
+    )
+
+
+@superuser_required
+@require_GET
+def models_runtime(request: HttpRequest) -> HttpResponse:
+    """Render the Runtime panel (re-fetched by live.js when the runtime changes)."""
+    return render(request, "modelyard/_runtime_panel.html", _runtime_context())
 
 
 @superuser_required
@@ -242,15 +270,28 @@ def _action_response(
     message: str,
     status: int = 200,
     also: Sequence[Card] = (),
+    runtime: dict | None = None,
 ) -> HttpResponse:
-    """Answer an action: the card, other changed cards and the header out of band, a toast."""
+    """Answer an action: the card, other changed cards and the header out of band, a toast.
+
+    With `runtime` (a runtime action) the Runtime panel comes out of band too; when the
+    action was posted from the panel, the panel is the answer and the card comes along.
+    """
     if not request.htmx:
         # Without JavaScript the forms post normally: back to the page, the toast as a message.
         messages.add_message(request, _MESSAGE_LEVELS[level], message)
         return redirect(card.page_href, permanent=False)
+    from_panel = runtime is not None and request.htmx.target == RUNTIME_PANEL
     html = render_to_string(
         "modelyard/_action_response.html",
-        {"card": card, "also": also, **_header_context()},
+        {
+            "card": card,
+            "also": also,
+            "from_panel": from_panel,
+            **(runtime or {}),
+            "with_runtime": runtime is not None,
+            **_header_context(),
+        },
         request=request,
     )
     response = HttpResponse(html, status=status)
@@ -314,6 +355,65 @@ def model_delete(request: HttpRequest, key: str) -> HttpResponse:
     result = services.delete_start(model=model, confirm=_confirmed(request), user=request.user)
     level, message = result.toast(model.name)
     return _action_response(request, _card(key), level=level, message=message)
+
+
+def _runtime_action_response(request: HttpRequest, key: str, *, level: str, message: str):
+    runtime = _runtime_context()
+    model = selectors.model_get(key=key)
+    card = build_cards([model], runtime_instances=runtime["runtime_instances"])[0]
+    return _action_response(request, card, level=level, message=message, runtime=runtime)
+
+
+@superuser_required
+@require_POST
+@maps_errors
+def model_load(request: HttpRequest, key: str) -> HttpResponse:
+    """Load a GGUF model on the most capacious host's runtime (or renew its keep-alive)."""
+    model = selectors.model_get(key=key)
+    result = runtime_services.runtime_load_start(model=model, user=request.user)
+    if result.start is not None:
+        level, message = result.start.toast(model.name)
+    else:
+        level = "info"
+        message = f"{model.name} is already loaded on {result.instance.host}; its keep-alive "
+        message += "starts again."
+    return _runtime_action_response(request, key, level=level, message=message)
+
+
+@superuser_required
+@require_POST
+@maps_errors
+def model_unload(request: HttpRequest, key: str) -> HttpResponse:
+    """Unload a model: its host's runtime stops the runner, and the memory comes back."""
+    model = selectors.model_get(key=key)
+    result = runtime_services.runtime_unload_start(model=model, user=request.user)
+    level, message = result.toast(model.name)
+    return _runtime_action_response(request, key, level=level, message=message)
+
+
+@superuser_required
+@require_GET
+@maps_errors
+def model_try(request: HttpRequest, key: str) -> HttpResponse:
+    """Render the Try it box: a streamed chat or completion, or two texts' similarity."""
+    model = selectors.model_get(key=key)
+    runtime_services.runtime_check_runnable(model)
+    if not hasattr(model, "installation"):
+        raise NotInstalled(
+            f"{model.key} is not installed; download it before trying it.",
+            details={"model": model.key},
+        )
+    card = build_cards([model])[0]
+    context = {
+        "card": card,
+        "model": model,
+        "page_href": card.page_href,
+        "embedding": model.type in runtime_services.EMBEDDING_TYPES,
+        "max_tokens_limit": card.runtime.n_ctx if card.loaded else (model.context_window or 4096),
+    }
+    if request.htmx:
+        return render(request, "modelyard/_try_dialog.html", context)
+    return render(request, "modelyard/try_page.html", context)
 
 
 def _delete_dialog(request: HttpRequest, model: Model, usage: dict, status: int = 200):

@@ -157,9 +157,18 @@ def store_change_publish(*, model_ids) -> None:
 
 
 def runtime_event() -> dict:
+    """Return the channel-layer event for the whole runtime picture (hosts and instances).
+
+    Like an operation's, the client's message travels ready-encoded in `text`.
+    """
     from ..selectors import runtime_payload
 
-    return {"type": "runtime.update", "runtime": runtime_payload()}
+    runtime = runtime_payload()
+    return {
+        "type": "runtime.update",
+        "runtime": runtime,
+        "text": json.dumps({"type": "runtime", "runtime": runtime}),
+    }
 
 
 def runtime_publish() -> None:

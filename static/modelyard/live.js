@@ -1,8 +1,8 @@
 /* Modelyard pages: toasts, the delete dialog, and live progress on Settings › Models.
  *
  * Live updates follow docs/live-protocol.md: the server sends `snapshot`, `operation`,
- * `model` and `cache` messages on /ws/live/. When the websocket cannot connect (or stays
- * closed for a few seconds) the page polls every 2 s instead, and says so.
+ * `model`, `cache` and `runtime` messages on /ws/live/. When the websocket cannot connect
+ * (or stays closed for a few seconds) the page polls every 2 s instead, and says so.
  */
 (function () {
   "use strict";
@@ -56,7 +56,10 @@
     var kind = KIND[op.kind] || op.kind;
     if (op.cancel_requested) return "Cancelling…";
     if (op.state === "queued") return kind + " queued";
-    return { download: "Downloading", delete: "Deleting" }[op.kind] || kind + " running";
+    return (
+      { download: "Downloading", delete: "Deleting", load: "Loading", unload: "Unloading" }[op.kind] ||
+      kind + " running"
+    );
   }
 
   // --- toasts --------------------------------------------------------------------------------
@@ -170,6 +173,8 @@
   var announced = {}; // operation ids whose end was toasted
   var refreshing = {}; // card keys with a re-fetch scheduled
   var headerTimer = null;
+  var runtimeTimer = null;
+  var runtimeSeen = null; // instance id → state, as last shown (null: not yet)
   var socket = null;
   var polling = null;
   var fallbackTimer = null;
@@ -261,7 +266,8 @@
     var name = op.model ? cardName(op.model) : "the models store";
     var what = (KIND[op.kind] || "Operation") + " of " + name;
     if (op.state === "succeeded") {
-      toast("success", op.kind === "delete" ? name + " deleted." : what + " completed.");
+      var done = { delete: name + " deleted.", load: name + " is loaded.", unload: name + " unloaded." };
+      toast("success", done[op.kind] || what + " completed.");
     } else if (op.state === "failed") {
       toast("error", what + " failed: " + [op.error_code, op.error_message].filter(Boolean).join(": "));
     } else if (op.state === "cancelled") {
@@ -335,7 +341,89 @@
       if (!active[card.dataset.operationId]) refreshCard(card.dataset.model);
     });
     if (msg.cache) updateCache(msg.cache);
+    if (msg.runtime) onRuntime(msg.runtime, true);
   }
+
+  // --- the runtime: the panel and the cards' loaded state ------------------------------------
+
+  function refreshRuntime() {
+    if (runtimeTimer) return;
+    runtimeTimer = setTimeout(function () {
+      runtimeTimer = null;
+      var panel = document.getElementById("runtime-panel");
+      if (panel) htmx.ajax("GET", panel.dataset.runtimeUrl, { target: "#runtime-panel", swap: "outerHTML" });
+    }, 150);
+  }
+
+  // The state a card shows for a model: its live instance's, else its newest failed one's.
+  function statesByModel(instances) {
+    var chosen = {};
+    instances.forEach(function (i) {
+      var live = i.state !== "failed";
+      var had = chosen[i.model];
+      if (!had || (live && !had.live) || (live === had.live && i.id > had.id)) {
+        chosen[i.model] = { live: live, id: i.id, state: i.state };
+      }
+    });
+    var states = {};
+    Object.keys(chosen).forEach(function (key) {
+      states[key] = chosen[key].state;
+    });
+    return states;
+  }
+
+  function syncCards(instances) {
+    var states = statesByModel(instances);
+    document.querySelectorAll('article[data-runnable="true"]').forEach(function (card) {
+      var key = card.dataset.model;
+      if ((card.dataset.runtimeState || "") !== (states[key] || "")) refreshCard(key);
+    });
+  }
+
+  function onRuntime(runtime, quiet) {
+    var instances = (runtime && runtime.instances) || [];
+    var seen = {};
+    instances.forEach(function (i) {
+      seen[i.id] = i.state;
+      // A runner that died on its own (a crash, SIGKILL, out of memory); a load that
+      // failed is told by its operation's end.
+      if (!quiet && runtimeSeen && runtimeSeen[i.id] === "ready" && i.state === "failed") {
+        toast("error", cardName(i.model) + ": " + [i.error_code, i.error_message].filter(Boolean).join(": "));
+      }
+    });
+    runtimeSeen = seen;
+    syncCards(instances);
+    refreshRuntime();
+  }
+
+  // The rows of a fetched panel stand for a runtime message when polling (and agree with
+  // the last one when live).
+  function onRuntimePanel(panel) {
+    var now = Date.now();
+    panel.querySelectorAll("[data-expires-in]").forEach(function (el) {
+      el.dataset.seenAt = now;
+    });
+    var instances = [].map.call(panel.querySelectorAll("tr[data-instance-model]"), function (row) {
+      return { id: Number(row.dataset.instanceId), model: row.dataset.instanceModel, state: row.dataset.state };
+    });
+    syncCards(instances);
+  }
+
+  function tickExpiry() {
+    var now = Date.now();
+    document.querySelectorAll("#runtime-panel [data-expires-in]").forEach(function (el) {
+      var seenAt = Number(el.dataset.seenAt || now);
+      if (!el.dataset.seenAt) el.dataset.seenAt = seenAt;
+      var left = Number(el.dataset.expiresIn) - (now - seenAt) / 1000;
+      el.textContent = left >= 1 ? "in " + duration(left) : "now";
+    });
+  }
+
+  htmx.onLoad(function (elt) {
+    var panel = elt.id === "runtime-panel" ? elt : elt.querySelector && elt.querySelector("#runtime-panel");
+    if (panel && panel !== document.body) onRuntimePanel(panel);
+  });
+  setInterval(tickExpiry, 1000);
 
   function onModel(model) {
     if (!model || !model.key) return;
@@ -355,6 +443,7 @@
     else if (msg.type === "operation") onOperation(msg.operation);
     else if (msg.type === "model") onModel(msg.model);
     else if (msg.type === "cache" && msg.cache) updateCache(msg.cache);
+    else if (msg.type === "runtime") onRuntime(msg.runtime, false);
   }
 
   function poll() {
@@ -362,6 +451,7 @@
       refreshCard(card.dataset.model);
     });
     refreshHeader();
+    refreshRuntime();
   }
 
   function startPolling(text) {

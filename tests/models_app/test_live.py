@@ -188,7 +188,7 @@ async def test_snapshot_lists_active_operations_and_cache_figures(root_cookie):
     await database_sync_to_async(OperationFactory)(model__key="done-model", state="succeeded")
 
     ws, snapshot = await connected(root_cookie)
-    assert list(snapshot) == ["type", "operations", "cache"]
+    assert list(snapshot) == ["type", "operations", "cache", "runtime"]
     ops = {op["id"]: op for op in snapshot["operations"]}
     assert set(ops) == {queued.id, running.id}  # not the finished one
     assert all(set(op) == OP_FIELDS for op in ops.values())
