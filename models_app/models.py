@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from .constants import MODEL_KEY_RE, REPO_ID_RE
 
@@ -284,6 +285,14 @@ class RuntimeState(models.TextChoices):
 LIVE_RUNTIME_STATES = (RuntimeState.LOADING, RuntimeState.READY, RuntimeState.UNLOADING)
 
 
+class RuntimeInstanceQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        # Every write bumps `updated_at` (auto_now does not reach QuerySet.update): the live
+        # relay of each web process finds changed instances by it.
+        kwargs.setdefault("updated_at", Now())
+        return super().update(**kwargs)
+
+
 class RuntimeInstance(models.Model):
     """One model loaded (or loading) in one runner process on one host.
 
@@ -326,6 +335,8 @@ class RuntimeInstance(models.Model):
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = RuntimeInstanceQuerySet.as_manager()
 
     class Meta:
         ordering = ["host", "created_at"]

@@ -52,6 +52,8 @@ ENDPOINTS = {
 # One HTTP client per event loop (a daphne process has one): connections to runners are
 # kept alive and reused.
 _clients: dict[int, httpx2.AsyncClient] = {}
+# Request ends in progress (kept referenced until done: a task is only weakly held).
+_ending: set[asyncio.Task] = set()
 
 
 def _client() -> httpx2.AsyncClient:
@@ -190,12 +192,29 @@ def _proxy_view(endpoint: str):
 
 
 async def _end(route, keep_alive) -> None:
-    try:
-        await sync_to_async(runtime_services.runtime_request_end)(
-            route=route, keep_alive=keep_alive
-        )
-    except Exception:
-        logger.exception("could not end a request on instance %s", route.instance_id)
+    await asyncio.shield(_end_soon(route, keep_alive))
+
+
+def _end_soon(route, keep_alive) -> asyncio.Task:
+    """Schedule the end of the request on its instance: it runs even if the client left.
+
+    A client that disconnects cancels the response; the end runs as a task of its own,
+    or the instance would stay counted in flight (never evicted nor expired) until its
+    lease ran out.
+    """
+
+    async def end():
+        try:
+            await sync_to_async(runtime_services.runtime_request_end)(
+                route=route, keep_alive=keep_alive
+            )
+        except Exception:
+            logger.exception("could not end a request on instance %s", route.instance_id)
+
+    task = asyncio.ensure_future(end())
+    _ending.add(task)
+    task.add_done_callback(_ending.discard)
+    return task
 
 
 async def _forward(endpoint: str, route, body: dict, keep_alive):
@@ -223,8 +242,9 @@ async def _forward(endpoint: str, route, body: dict, keep_alive):
                 async for chunk in upstream.aiter_raw():
                     yield chunk
             finally:
+                ending = _end_soon(route, keep_alive)  # first: a cancelled close cannot skip it
                 await upstream.aclose()
-                await _end(route, keep_alive)
+                await asyncio.shield(ending)
 
         response = StreamingHttpResponse(relay(), content_type=content_type, headers=headers)
         response["Cache-Control"] = "no-cache"

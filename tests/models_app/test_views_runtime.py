@@ -291,7 +291,8 @@ def test_load_queues_a_load_on_the_runtime_host(superuser_client, superuser, cat
     assert response.status_code == 200
     op = Operation.objects.get(model=catalog["llm"], kind="load")
     assert op.state == "queued" and op.worker_host == "test-host" and op.created_by == superuser
-    assert op.plan["n_ctx"] == 4096 and op.plan["memory_estimate"] > 0
+    # The default n_ctx, capped at what the file was trained for (its header says 512).
+    assert op.plan["n_ctx"] == 512 and op.plan["memory_estimate"] > 0
     html = response.content.decode()
     assert html.lstrip().startswith('<article class="card is-busy" id="model-tiny-llm"')
     assert "Load queued" in html and 'data-testid="cancel"' in html
@@ -343,7 +344,7 @@ def test_load_that_does_not_fit_is_refused_with_both_numbers(superuser_client, c
 
 def test_load_of_a_safetensors_model_is_a_format_error(superuser_client, catalog, runtime_host):
     response = superuser_client.post(url("st-embed", "load"), **HTMX)
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response["X-Modelyard-Error"] == "ERR_FORMAT"
     assert "for use from other tools through the models store" in response.content.decode()
 
@@ -453,7 +454,7 @@ def test_try_without_htmx_is_a_page_of_its_own(superuser_client, catalog):
 
 def test_try_a_safetensors_model_is_a_format_error(superuser_client, catalog):
     response = superuser_client.get(url("st-embed", "try"), **HTMX)
-    assert response.status_code == 422 and response["X-Modelyard-Error"] == "ERR_FORMAT"
+    assert response.status_code == 409 and response["X-Modelyard-Error"] == "ERR_FORMAT"
 
 
 def test_try_a_model_not_installed(superuser_client, catalog):
