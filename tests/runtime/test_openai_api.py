@@ -10,6 +10,7 @@ from models_app.models import ActiveModel, Installation, RuntimeInstance
 from models_app.services import api_token_create
 from tests.factories import ModelFactory, UserFactory
 from tests.gemma import gemma_file  # noqa: F401  (a fixture)
+from tests.processes import wait_until
 from tests.runtime_helpers import Daphne, RuntimeProcess, install_gguf, wait_gone
 
 
@@ -199,6 +200,24 @@ def test_jit_load_then_streamed_and_plain_completions(served):
     assert "content" in body["choices"][0]["message"]
     instance.refresh_from_db()
     assert instance.requests_served == 3 and instance.in_flight == 0
+
+    # A client that leaves mid-stream: the request is not left counted in flight.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request(
+        "POST", "/v1/completions",
+        json.dumps({"model": llm.key, "prompt": "Once", "max_tokens": 200, "stream": True}),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    streaming = conn.getresponse()
+    assert streaming.status == 200 and streaming.read1(65536)
+    assert RuntimeInstance.objects.get(pk=instance.pk).in_flight == 1
+    conn.sock.close()
+    conn.close()
+    wait_until(
+        lambda: RuntimeInstance.objects.get(pk=instance.pk).in_flight == 0,
+        timeout=30,
+        what="the abandoned request's end",
+    )
 
     # keep_alive 0: unloaded once the request is answered.
     status, _, _ = call(
