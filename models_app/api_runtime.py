@@ -1,6 +1,6 @@
 """The runtime API (django-ninja): load, unload, and what is loaded where. Superusers only.
 
-Thin: loads and unloads are services/runtime.py's; what is loaded comes from one selector.
+Thin: loads and unloads are services/runtime/'s; what is loaded comes from one selector.
 The OpenAI-compatible endpoints under /v1/ are models_app/openai_api.py.
 """
 

@@ -1,6 +1,6 @@
 """The OpenAI-compatible endpoints under /v1/: models, chat/completions, completions, embeddings.
 
-A thin interface over services/runtime.py: authenticate (an API token, or a superuser's
+A thin interface over services/runtime/: authenticate (an API token, or a superuser's
 session with its CSRF token: the Models page's "Try it"), find the model (`model` is a
 registry key; none means the active model of the endpoint's type), let the service route
 the request to the runner that has it (loading it first: JIT), and pass the runner's

@@ -1,6 +1,6 @@
 """Runner processes: start one (ahead of need), hand it a model, watch it, stop it.
 
-A process adapter: no Django. The runtime supervisor (services/runtime_host.py) owns one
+A process adapter: no Django. The runtime supervisor (services/runtime/supervisor.py) owns one
 `RunnerTable` per host process; what a runner's life means for the database is its
 concern.
 """

@@ -88,7 +88,7 @@ def delete_execute(op: Operation) -> dict:
 
     store = get_store()
     # A loaded model is unloaded first (its runner holds the file open): the delete holds
-    # the model, so its host's runtime stops the runner for it (services/runtime.py). Not
+    # the model, so its host's runtime stops the runner for it (services/runtime/). Not
     # for a delete a collection blocks (checked again below, under the locks), and not
     # inside the transaction: the runtime must be able to write meanwhile (SQLite).
     unloaded = False

@@ -1,6 +1,6 @@
 """Settings > Models and the runtime: the Runtime panel, Load / Unload / Try it on the cards.
 
-The actions go through services/runtime.py; a runtime supervisor is stood for by its
+The actions go through services/runtime/; a runtime supervisor is stood for by its
 heartbeat row (the loads they queue are claimed by none here: tests/browser and
 tests/runtime run real ones), a loaded model by its instance row.
 """

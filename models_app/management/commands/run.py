@@ -7,7 +7,7 @@ from django.core.management.base import SystemCheckError
 
 from models_app.errors import InvalidInput
 from models_app.management.base import ModelyardCommand
-from models_app.services.runtime_host import runtime_supervisor_ended
+from models_app.services.runtime.supervisor import runtime_supervisor_ended
 from models_app.services.supervision import supervisor_tick, workers_ended, workers_stopping
 from models_app.supervisor import Child, Supervisor
 

@@ -1,6 +1,6 @@
 from models_app.engine import operation_run
 from models_app.management.base import ModelyardCommand
-from models_app.services.runtime_host import RuntimeSupervisor
+from models_app.services.runtime.supervisor import RuntimeSupervisor
 
 
 class Command(ModelyardCommand):

@@ -26,8 +26,8 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from ..errors import InvalidState
-from ..models import (
+from ...errors import InvalidState
+from ...models import (
     ACTIVE_STATES,
     LIVE_RUNTIME_STATES,
     RUNTIME_KINDS,
@@ -39,13 +39,13 @@ from ..models import (
     RuntimeInstance,
     RuntimeState,
 )
-from ..runtime.host import host_facts
-from ..runtime.processes import Doorbell, RunnerTable, is_runner, kill_process
-from ..selectors.health import heartbeat_fresh_since
-from .events import event_record, runtime_publish
-from .heartbeats import heartbeat_write, heartbeats_forget
-from .operations import host_name, operations_interrupt_owned
-from .runtime import (
+from ...runtime.host import host_facts
+from ...runtime.processes import Doorbell, RunnerTable, is_runner, kill_process
+from ...selectors.health import heartbeat_fresh_since
+from ..events import event_record, runtime_publish
+from ..heartbeats import heartbeat_write, heartbeats_forget
+from ..operations import host_name, operations_interrupt_owned
+from .executing import (
     IN_FLIGHT_LEASE,
     _stop_instance,
     _unload_instance,

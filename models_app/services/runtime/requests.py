@@ -1,0 +1,191 @@
+"""The request path of the /v1 proxy: route to a ready instance (JIT load), end it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from ...errors import (
+    AlreadyRunning,
+    InternalError,
+    InvalidInput,
+    ModelyardError,
+    NotFound,
+    TimedOut,
+    error_of_code,
+)
+from ...models import (
+    ACTIVE_STATES,
+    ActiveModel,
+    Model,
+    Operation,
+    OperationKind,
+    OperationState,
+    RuntimeInstance,
+    RuntimeState,
+)
+from ...phrasing import type_label
+from ..events import runtime_publish
+from ..installations import installation_touch
+from .common import (
+    _expiry,
+    _keep_alive,
+    runtime_check_runnable,
+)
+from .starting import runtime_load_start, runtime_unload_start
+
+logger = logging.getLogger(__name__)
+
+
+# --- the request path (the /v1 proxy) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one request goes: the runner of a ready instance, and what it cost to get there."""
+
+    instance_id: int
+    model_key: str
+    model_id: int
+    url: str
+    secret: str
+    load_seconds: float  # waited for a load (JIT); 0 when it was loaded
+
+
+def runtime_model_for(*, key: str | None, type: str) -> Model:
+    """Return the entry a request names (a registry key) or the active model of the type."""
+    if key:
+        model = Model.objects.filter(key=key).first()
+        if model is None:
+            raise NotFound(f"There is no model {key!r} in the registry.", details={"model": key})
+        return model
+    active = ActiveModel.objects.select_related("model").filter(type=type).first()
+    if active is None:
+        raise InvalidInput(
+            f"No model was given and no {type_label(type)} entry is active: name one with "
+            "`model` (a registry key) or activate one.",
+            details={"type": type},
+        )
+    return active.model
+
+
+def runtime_route(
+    *, model: Model, keep_alive: int | None = None, wait: float | None = None
+) -> Route:
+    """Count a request on the model's ready instance, loading it first (JIT); return the route.
+
+    Not loaded (or its last instance failed): a load is started, or the one running is
+    joined; an unload in progress is waited out first. The caller waits up to `wait`
+    seconds (RUNTIME_LOAD_TIMEOUT) in all. End every route with `runtime_request_end`.
+    """
+    runtime_check_runnable(model)
+    _keep_alive(keep_alive)
+    started = time.monotonic()
+    deadline = started + (wait if wait is not None else settings.RUNTIME_LOAD_TIMEOUT)
+    load_id: int | None = None
+    loads = 0
+    while True:
+        route = _request_begin(model=model, waited=time.monotonic() - started)
+        if route is not None:
+            return route
+        if load_id is None:
+            try:
+                result = runtime_load_start(model=model, keep_alive=keep_alive)
+            except AlreadyRunning as exc:
+                if exc.details.get("kind") != OperationKind.UNLOAD:
+                    raise
+                result = None  # an unload (keep-alive expiry) ends first; then load again
+            if result is not None and result.operation is not None:
+                load_id, loads = result.operation.pk, loads + 1
+        else:
+            op = Operation.objects.filter(pk=load_id).first()
+            if op is None or op.state not in ACTIVE_STATES:
+                if op is not None and op.state != OperationState.SUCCEEDED:
+                    raise _operation_error(op)
+                if loads >= 2:  # loaded twice and gone twice before a request reached it
+                    instance = RuntimeInstance.objects.filter(model=model).first()
+                    raise (
+                        _error_of(instance)
+                        if instance
+                        else InternalError(
+                            f"{model.key} was loaded but was gone before the request reached it."
+                        )
+                    )
+                load_id = None
+        if time.monotonic() > deadline:
+            raise TimedOut(
+                f"{model.key} did not become ready within {deadline - started:.0f} s.",
+                details={"model": model.key},
+            )
+        time.sleep(0.02)
+
+
+def _operation_error(op: Operation) -> ModelyardError:
+    return error_of_code(
+        op.error_code, op.error_message or f"The load of {op.target} ended {op.state}."
+    )
+
+
+def _error_of(instance: RuntimeInstance) -> ModelyardError:
+    return error_of_code(
+        instance.error_code, instance.error_message or f"{instance.model.key} failed to load."
+    )
+
+
+def _request_begin(*, model: Model, waited: float) -> Route | None:
+    now = timezone.now()
+    with transaction.atomic():
+        instance = (
+            RuntimeInstance.objects.select_for_update()
+            .filter(model=model, state=RuntimeState.READY)
+            .first()
+        )
+        if instance is None:
+            return None
+        RuntimeInstance.objects.filter(pk=instance.pk).update(
+            in_flight=F("in_flight") + 1,
+            requests_served=F("requests_served") + 1,
+            last_request_at=now,
+        )
+    return Route(
+        instance_id=instance.pk,
+        model_key=model.key,
+        model_id=model.pk,
+        url=f"http://{_url_host(instance.address)}:{instance.port}",
+        secret=instance.secret,
+        load_seconds=round(waited, 4),
+    )
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def runtime_request_end(*, route: Route, keep_alive: int | None = None) -> None:
+    """End a request: renew the keep-alive (0 unloads now), record the model's use."""
+    keep_alive = _keep_alive(keep_alive) if keep_alive is not None else None
+    now = timezone.now()
+    instance = RuntimeInstance.objects.filter(pk=route.instance_id).first()
+    if instance is None:
+        return
+    keep = keep_alive if keep_alive is not None else instance.keep_alive
+    RuntimeInstance.objects.filter(pk=route.instance_id).update(
+        in_flight=Greatest(F("in_flight") - 1, 0),
+        last_request_at=now,
+        keep_alive=keep,
+        expires_at=_expiry(keep, now),
+    )
+    installation_touch(model=instance.model, now=now)
+    if keep == 0:
+        # Another operation may hold it, or it is gone: the supervisor's expiry sees to it.
+        with contextlib.suppress(ModelyardError):
+            runtime_unload_start(model=instance.model)
+    runtime_publish()
