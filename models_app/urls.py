@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views
+from . import views, views_runtime
 from .constants import MODEL_KEY_RE
 
 
@@ -25,14 +25,14 @@ app_name = "models"
 urlpatterns = [
     path("", views.models_page, name="page"),
     path("header/", views.models_header, name="header"),
-    path("runtime/", views.models_runtime, name="runtime"),
+    path("runtime/", views_runtime.models_runtime, name="runtime"),
     path("<modelkey:key>/card/", views.model_card, name="card"),
     path("<modelkey:key>/download/", views.model_download, name="download"),
     path("<modelkey:key>/activate/", views.model_activate, name="activate"),
     path("<modelkey:key>/delete/", views.model_delete, name="delete"),
-    path("<modelkey:key>/load/", views.model_load, name="load"),
-    path("<modelkey:key>/unload/", views.model_unload, name="unload"),
-    path("<modelkey:key>/try/", views.model_try, name="try"),
+    path("<modelkey:key>/load/", views_runtime.model_load, name="load"),
+    path("<modelkey:key>/unload/", views_runtime.model_unload, name="unload"),
+    path("<modelkey:key>/try/", views_runtime.model_try, name="try"),
     path("operations/<int:operation_id>/cancel/", views.operation_cancel, name="cancel"),
     path("operations/<int:operation_id>/retry/", views.operation_retry, name="retry"),
 ]
