@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from models_app.engine import operation_run_here
-from models_app.models import Event, Operation, ProcessHeartbeat
+from models_app.models import Event, Operation, ProcessHeartbeat, RuntimeInstance
 from models_app.services import operation_start
 from models_app.services.heartbeats import (
     heartbeat_group_members,
@@ -25,6 +25,7 @@ from models_app.services.operations import (
     operation_claim,
     operations_interrupt_owned,
 )
+from models_app.services.runtime.supervisor import runtime_supervisor_ended
 from models_app.services.supervision import supervisor_tick, workers_ended, workers_stopping
 from models_app.supervisor import Backoff, Child, Supervisor
 from tests.factories import ModelFactory, OperationFactory
@@ -145,6 +146,38 @@ def test_a_dead_cluster_takes_its_workers_found_by_their_group():
     assert op.state == "interrupted"
     assert "qcluster exited with status -9" in op.error_message
     assert not ProcessHeartbeat.objects.exists()  # forgotten with its process
+
+
+def runtime_host_rows() -> tuple[RuntimeInstance, Operation]:
+    """A runtime supervisor (pid 600) with one model loaded (runner pid 601), another loading."""
+    now = timezone.now()
+    ProcessHeartbeat.objects.create(
+        role="runtime", host=host_name(), pid=600, pgid=600, started_at=now, beat_at=now
+    )
+    instance = RuntimeInstance.objects.create(
+        model=ModelFactory(type="llm"), host=host_name(), state="ready", pid=601, port=1,
+        n_ctx=4096, keep_alive=300, secret="s",
+    )  # fmt: skip
+    return instance, running(kind="load", model=ModelFactory(type="llm"), worker_pid=600)
+
+
+def test_a_runner_that_ended_leaves_the_runtime_to_its_supervisor():
+    # An unload stopped runner 602: `run` saw a process of the runtime's tree end. Cleaning
+    # up then killed the loaded runners and interrupted the load that followed the unload.
+    instance, load = runtime_host_rows()
+    assert runtime_supervisor_ended([602], "a process of runtime ended") is None
+    assert RuntimeInstance.objects.filter(pk=instance.pk, state="ready").exists()
+    load.refresh_from_db()
+    assert load.state == "running"
+
+
+def test_a_dead_runtime_supervisor_leaves_no_instance_or_load():
+    _, load = runtime_host_rows()
+    cleaned = runtime_supervisor_ended([600, 601], "runtime exited with status -9")
+    assert cleaned["instances"] == 1 and cleaned["interrupted"] == [load.pk]
+    assert not RuntimeInstance.objects.exists()
+    load.refresh_from_db()
+    assert load.state == "interrupted" and "runtime exited with status -9" in load.error_message
 
 
 def test_a_stop_interrupts_downloads_and_leaves_a_delete_to_finish():

@@ -327,10 +327,23 @@ def runtime_host_cleanup(*, host: str, reason: str) -> dict:
     return {"instances": removed, "runners_killed": killed, "interrupted": interrupted}
 
 
-def runtime_supervisor_ended(pids, reason: str) -> dict:
-    """`manage.py run`'s hook when its runtime child died: clean this host's runtime rows."""
+def runtime_supervisor_ended(pids, reason: str) -> dict | None:
+    """`manage.py run`'s hook when its runtime child died: clean this host's runtime rows.
+
+    `run` calls it for every process of the child's tree that ends, runners too: a runner
+    that an unload, an eviction or an expiry stopped is not a death, and one that died on
+    its own is the living supervisor's to notice. Only when a supervisor is among the
+    ended (its heartbeat names it; a clean stop forgets it after cleaning up itself) are
+    its instances and operations orphans; else return None and touch nothing.
+    """
     _between_units_of_work()
-    return runtime_host_cleanup(host=host_name(), reason=reason)
+    host = host_name()
+    supervisors = ProcessHeartbeat.objects.filter(
+        role=ProcessRole.RUNTIME, host=host, pid__in=list(pids)
+    )
+    if not supervisors.exists():
+        return None
+    return runtime_host_cleanup(host=host, reason=reason)
 
 
 def _between_units_of_work() -> None:
