@@ -26,8 +26,10 @@ closer to the expected end sees the instance ready, split into queued (POST to t
 supervisor's claim), the supervisor's recorded load_seconds and the runner's own load; and
 after the run's generations an unload (POST /api/v1/runtime/unload), sampling the system's
 available memory (psutil) and whether the runner process is gone every 0.1 s, until the
-memory is back within 50 MB of its level before the load. After the runs, the idle runtime
-supervisor's CPU (its own process, over 10 s) with the model loaded and with none.
+runner is gone and the memory is back within 50 MB of its level before the load (and,
+beside it, the RSS of `run`'s own tree: what another program did to the memory shows).
+After the runs, the idle runtime supervisor's CPU (its own process, over 10 s) with the
+model loaded and with none.
 
 Paths are interleaved per run in a rotating order, so each saw the same machine: figures are
 medians of `--runs`. Before measuring it prints how idle the machine was and every process
@@ -437,25 +439,54 @@ class Modelyard:
             "rss": instance["rss"],
         }
 
-    def unload(self, *, before: int, pid: int) -> dict:
-        """Unload the model; sample memory and the runner every 0.1 s until it is back."""
+    def tree_rss(self) -> int:
+        """Return the resident memory of `run`'s whole tree (daphne, cluster, runtime, runners)."""
+        total = 0
+        for proc in self.tree():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def unload(self, *, before: int, pid: int, tree_before: int | None = None) -> dict:
+        """Unload the model; sample memory and the runner every 0.1 s until it is back.
+
+        The system's available memory is the figure; the RSS of `run`'s own tree, sampled
+        beside it, tells a change of ours from one of another program on the machine.
+        """
         started = time.perf_counter()
         self.api("POST", "/runtime/unload", {"model": MODEL})
-        back_at = gone_at = None
+        back_at = gone_at = tree_back_at = None
         samples = []
         while time.perf_counter() - started < 10:
             now = time.perf_counter() - started
             level = available()
-            samples.append((round(now, 2), level))
+            tree = self.tree_rss() if tree_before is not None else None
+            samples.append((round(now, 2), level, tree))
             if gone_at is None and gone(pid):
                 gone_at = now
-            if back_at is None and level >= before - MEMORY_MARGIN:
+            # Not back while the runner lives: available memory that rose before it ended
+            # came from another program.
+            if back_at is None and gone_at is not None and level >= before - MEMORY_MARGIN:
                 back_at = now
-            if back_at is not None and gone_at is not None:
+            if (
+                tree_back_at is None
+                and gone_at is not None
+                and tree is not None
+                and tree <= tree_before + MEMORY_MARGIN
+            ):
+                tree_back_at = now
+            if None not in (back_at, gone_at) and (tree_before is None or tree_back_at is not None):
                 break
             time.sleep(max(0.0, SAMPLE_EVERY - (time.perf_counter() - started - now)))
         wait_until(lambda: self.instance() is None, timeout=30, what="the instance's removal")
-        return {"back": back_at, "gone": gone_at, "after": samples[-1][1], "samples": samples}
+        return {
+            "back": back_at,
+            "gone": gone_at,
+            "tree_back": tree_back_at,
+            "tree_before": tree_before,
+            "after": samples[-1][1],
+            "samples": samples,
+        }
 
     def idle_cpu(self, seconds: float = IDLE_SECONDS) -> float:
         """Return the supervisor's CPU over `seconds`, as % of a core."""
@@ -507,7 +538,7 @@ def one_run(n: int, system: "Modelyard", llm, runner: tuple[int, str], gguf: Pat
     del fresh
     figures["in_process_load"].append(took)
     settle(system.runners())
-    before = available()
+    before, tree_before = available(), system.tree_rss()
     load = system.load(expected=took)
     figures["loads"].append(load)
     # Untimed: the fresh runner caches the prompt, as the other two paths have (and the
@@ -529,7 +560,7 @@ def one_run(n: int, system: "Modelyard", llm, runner: tuple[int, str], gguf: Pat
             f"TTFT {generation.ttft_ms:.1f} ms",
             file=sys.stderr,
         )
-    unload = system.unload(before=before, pid=load["pid"])
+    unload = system.unload(before=before, pid=load["pid"], tree_before=tree_before)
     unload["before"] = before
     figures["unloads"].append(unload)
     back = "not within 10 s" if unload["back"] is None else f"{unload['back']:.2f} s"
@@ -689,8 +720,18 @@ def report(figures: dict, args, load_avg) -> None:
         f" {rss / mb:.0f} MB; after the unload {after / mb:.0f} MB; back within"
         f" {MEMORY_MARGIN / mb:.0f} MB in {back:.2f} s, the runner gone in {gone_after:.2f} s"
     )
-    runs = ", ".join(f"{secs(u['back'])} / {secs(u['gone'])}" for u in unloads)
-    print(f"    runs (back / gone s): {runs}")
+    tree_back = [u["tree_back"] for u in unloads]
+    tree_back = median(tree_back) if None not in tree_back else float("inf")
+    tree_before = median(u["tree_before"] for u in unloads)
+    print(
+        f"    beside it, the RSS of run's own tree ({tree_before / mb:.0f} MB before the load)"
+        f" back within {MEMORY_MARGIN / mb:.0f} MB in {tree_back:.2f} s: available memory that"
+        " comes back later than this moved with another program"
+    )
+    runs = ", ".join(
+        f"{secs(u['back'])} / {secs(u['gone'])} / {secs(u['tree_back'])}" for u in unloads
+    )
+    print(f"    runs (available back / runner gone / tree back, s): {runs}")
     print(
         f"  idle CPU over {IDLE_SECONDS:.0f} s: the supervisor {figures['idle_loaded']:.2f}% of a"
         f" core with the model loaded (its runner {figures['idle_runner']:.2f}%),"
@@ -738,6 +779,7 @@ def report(figures: dict, args, load_avg) -> None:
         out["medians"] = {
             "tokens_per_s": rate, "ttft_ms": ttft, "in_process_load": in_process,
             "modelyard_load_seen": seen, "memory_back": back, "runner_gone": gone_after,
+            "tree_rss_back": tree_back,
         }  # fmt: skip
         out["goals"] = {label: {"value": value, "met": met} for label, value, _, _, met in goals}
         out["same_text"] = same
