@@ -23,7 +23,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ..errors import (
@@ -65,7 +64,7 @@ from ..runtime.processes import RunnerError, RunnerSpec, RunnerTable, exit_descr
 from ..store import get_store
 from .events import event_record, runtime_publish
 from .installations import installation_touch
-from .operations import StartResult, host_name, operation_begin, operation_start
+from .operations import StartResult, host_name, operation_begin, operation_start, public_message
 from .progress import heartbeat_kept
 
 logger = logging.getLogger(__name__)
@@ -453,16 +452,18 @@ def _runner_error(exc: RunnerError) -> ModelyardError:
     return error_of_code(exc.code, exc.message)
 
 
-def _instance_failed(instance_id: int, *, error: ModelyardError) -> None:
+def _instance_failed(instance_id: int, *, error: ModelyardError, publish: bool = True) -> None:
     RuntimeInstance.objects.filter(pk=instance_id).update(
         state=RuntimeState.FAILED,
         error_code=error.code,
-        error_message=error.message,
+        # Clients read it (the API, the page): no server path, as on the operation.
+        error_message=public_message(error.message),
         port=None,
         expires_at=None,
         in_flight=0,
     )
-    runtime_publish()
+    if publish:
+        runtime_publish()
 
 
 def _idle(now) -> Q:
@@ -503,10 +504,13 @@ def _make_room(*, op: Operation, needed: int, force: bool) -> list[str]:
         ]
         if not idle:
             if len(live) >= settings.RUNTIME_MAX_LOADED:
+                names = ", ".join(i.model.key for i in live)
                 raise InsufficientRam(
-                    f"{op.model.key} cannot load: {len(live)} model(s) are loaded on {host} "
-                    f"(RUNTIME_MAX_LOADED is {settings.RUNTIME_MAX_LOADED}) and each is "
-                    "serving a request.",
+                    f"{op.model.key} cannot load on {host}: RUNTIME_MAX_LOADED is "
+                    f"{settings.RUNTIME_MAX_LOADED} and {names} "
+                    f"{'is' if len(live) == 1 else 'are'} busy (serving a request, or held by "
+                    "an operation); a busy model is never unloaded to make room. "
+                    "Try again when it is idle.",
                     details={"host": host, "loaded": [i.model.key for i in live]},
                 )
             raise _insufficient(
@@ -581,14 +585,16 @@ def runtime_runner_died(*, instance_id: int, code: int | None) -> None:
         f"The runner of {instance.model.key} died ({exit_description(code)}); "
         "the next request loads it again."
     )
-    _instance_failed(instance_id, error=error)
-    event_record(
-        kind=EventKind.FAILED,
-        message=error.message,
-        model=instance.model,
-        error_code=error.code,
-        host=instance.host,
-    )
+    # The state and its event commit together: no reader sees one without the other.
+    with transaction.atomic():
+        _instance_failed(instance_id, error=error, publish=False)
+        event_record(
+            kind=EventKind.FAILED,
+            message=error.message,
+            model=instance.model,
+            error_code=error.code,
+            host=instance.host,
+        )
     runtime_publish()
 
 
@@ -629,8 +635,10 @@ def runtime_route(
 ) -> Route:
     """Count a request on the model's ready instance, loading it first (JIT); return the route.
 
-    A failed or missing instance is loaded again; the caller waits up to `wait` seconds
-    (RUNTIME_LOAD_TIMEOUT) for the load. End every route with `runtime_request_end`.
+    Not loaded, or failed: it is loaded again (a load already running is waited for, and so
+    is an unload that is finishing); a load that fails fails the request with its error.
+    The caller waits up to `wait` seconds (RUNTIME_LOAD_TIMEOUT). End every route with
+    `runtime_request_end`.
     """
     runtime_check_runnable(model)
     _keep_alive(keep_alive)
@@ -642,23 +650,20 @@ def runtime_route(
         route = _request_begin(model=model, waited=waited)
         if route is not None:
             return route
-        instance = RuntimeInstance.objects.filter(model=model).order_by("-created_at").first()
-        if instance is None or instance.state == RuntimeState.FAILED:
-            if load_op is not None and instance is not None:
-                raise _error_of(instance)
-            result = runtime_load_start(model=model, keep_alive=keep_alive)
-            load_op = result.operation
-        elif load_op is not None:
+        if load_op is None:
+            load_op = _load_to_wait_for(model=model, keep_alive=keep_alive)
+        else:
+            # Only the load this request waits for decides: a failed instance of an earlier
+            # load (the runner that died) is what this load replaces.
             load_op.refresh_from_db()
-            if load_op.state == OperationState.FAILED:
+            if load_op.state in (
+                OperationState.FAILED,
+                OperationState.CANCELLED,
+                OperationState.INTERRUPTED,
+            ):
                 raise _operation_error(load_op)
-        if load_op is not None and load_op.state in (
-            OperationState.FAILED,
-            OperationState.CANCELLED,
-            OperationState.INTERRUPTED,
-        ):
-            load_op.refresh_from_db()
-            raise _operation_error(load_op)
+            if load_op.state == OperationState.SUCCEEDED:
+                load_op = None  # ready: routed next round (or already unloaded: load again)
         if time.monotonic() > deadline:
             raise TimedOut(
                 f"{model.key} did not become ready within {deadline - started:.0f} s.",
@@ -668,15 +673,26 @@ def runtime_route(
         waited = time.monotonic() - started
 
 
+def _load_to_wait_for(*, model: Model, keep_alive: int | None) -> Operation | None:
+    """Return the load a request for a model that is not ready waits for.
+
+    The load that is running, else a new one; None while the model is ready (the next
+    round routes it) or is being unloaded (it is loaded again once the unload ended).
+    """
+    instance = RuntimeInstance.objects.filter(model=model, state__in=LIVE_RUNTIME_STATES).first()
+    if instance is not None:
+        if instance.state == RuntimeState.LOADING and instance.operation_id:
+            return Operation.objects.filter(pk=instance.operation_id).first()
+        return None
+    active = Operation.objects.filter(model=model, state__in=ACTIVE_STATES).first()
+    if active is not None and active.kind == OperationKind.UNLOAD:
+        return None  # its instance is gone; the operation ends in a moment
+    return runtime_load_start(model=model, keep_alive=keep_alive).operation
+
+
 def _operation_error(op: Operation) -> ModelyardError:
     return error_of_code(
         op.error_code, op.error_message or f"The load of {op.target} ended {op.state}."
-    )
-
-
-def _error_of(instance: RuntimeInstance) -> ModelyardError:
-    return error_of_code(
-        instance.error_code, instance.error_message or f"{instance.model.key} failed to load."
     )
 
 
@@ -713,19 +729,31 @@ def runtime_request_end(*, route: Route, keep_alive: int | None = None) -> None:
     """End a request: renew the keep-alive (0 unloads now), record the model's use."""
     keep_alive = _keep_alive(keep_alive) if keep_alive is not None else None
     now = timezone.now()
-    instance = RuntimeInstance.objects.filter(pk=route.instance_id).first()
-    if instance is None:
-        return
-    keep = keep_alive if keep_alive is not None else instance.keep_alive
-    RuntimeInstance.objects.filter(pk=route.instance_id).update(
-        in_flight=Greatest(F("in_flight") - 1, 0),
-        last_request_at=now,
-        keep_alive=keep,
-        expires_at=_expiry(keep, now),
-    )
+    # Read and write under the row's lock: two requests ending at once each read the
+    # keep-alive and the count the other wrote (one with keep_alive 0 and one without
+    # left it at the default, in flight by neither, and never unloaded).
+    with transaction.atomic():
+        instance = (
+            RuntimeInstance.objects.select_for_update()
+            .select_related("model")
+            .filter(pk=route.instance_id)
+            .first()
+        )
+        if instance is None:
+            return
+        keep = keep_alive if keep_alive is not None else instance.keep_alive
+        in_flight = max(0, instance.in_flight - 1)
+        RuntimeInstance.objects.filter(pk=route.instance_id).update(
+            in_flight=in_flight,
+            last_request_at=now,
+            keep_alive=keep,
+            expires_at=_expiry(keep, now),
+        )
     installation_touch(model=instance.model, now=now)
-    if keep == 0:
-        # Another operation may hold it, or it is gone: the supervisor's expiry sees to it.
+    # Unload now only after the last request in flight: another one (a stream waiting its
+    # turn in the runner) would be cut off. Then, and if another operation holds the model,
+    # the supervisor's expiry unloads it (it expired now).
+    if keep == 0 and in_flight == 0:
         with contextlib.suppress(ModelyardError):
             runtime_unload_start(model=instance.model)
     runtime_publish()
