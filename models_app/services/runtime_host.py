@@ -115,6 +115,8 @@ class RuntimeSupervisor:
                 details={"host": self.host, "pid": other.pid},
             )
         cleaned = runtime_host_cleanup(host=self.host, reason="the runtime supervisor restarted")
+        # The rows of this host's earlier supervisors: none is alive (checked above).
+        heartbeats_forget(host=self.host, pids=_supervisors(self.host)[1])
         self.beat()
         self.table.refill()
         logger.info(
@@ -288,9 +290,32 @@ def runtime_host_cleanup(*, host: str, reason: str) -> dict:
 
 
 def runtime_supervisor_ended(pids, reason: str) -> dict:
-    """`manage.py run`'s hook when its runtime child died: clean this host's runtime rows."""
+    """`manage.py run`'s hook when a process of its runtime child ended.
+
+    run calls it for every process of the child's tree that ends, and runners are in that
+    tree: a runner that was unloaded or died is the living supervisor's business (it
+    forgets or fails that one instance). Only when no supervisor of this host is alive are
+    the host's runtime rows cleaned up and its heartbeat forgotten.
+    """
     _between_units_of_work()
-    return runtime_host_cleanup(host=host_name(), reason=reason)
+    host = host_name()
+    alive, dead = _supervisors(host)
+    if alive:
+        return {}
+    cleaned = runtime_host_cleanup(host=host, reason=reason)
+    heartbeats_forget(host=host, pids=dead)
+    return cleaned
+
+
+def _supervisors(host: str) -> tuple[list[int], list[int]]:
+    """Return the pids of this host's runtime supervisors with a heartbeat: alive, and dead."""
+    pids = ProcessHeartbeat.objects.filter(role=ProcessRole.RUNTIME, host=host).values_list(
+        "pid", flat=True
+    )
+    alive, dead = [], []
+    for pid in pids:
+        (alive if psutil.pid_exists(pid) else dead).append(pid)
+    return alive, dead
 
 
 def _between_units_of_work() -> None:
