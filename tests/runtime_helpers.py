@@ -144,6 +144,27 @@ def wait_ready(model, *, timeout: float = 60) -> RuntimeInstance:
     return wait_until(ready, timeout=timeout, what=f"{model.key} ready")
 
 
+def wait_ended(op_id: int, *, timeout: float = 60):
+    """Wait until an operation reached an end state; return its row."""
+    from models_app.models import Operation
+
+    return wait_until(
+        lambda: Operation.objects.filter(
+            pk=op_id, state__in=("succeeded", "failed", "cancelled", "interrupted")
+        ).first(),
+        timeout=timeout,
+        what=f"operation {op_id} to end",
+    )
+
+
+def process_gone(pid: int) -> bool:
+    """Return True once a process has exited (a zombie that nobody reaped yet counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def wait_gone(model, *, timeout: float = 30) -> None:
     wait_until(
         lambda: not RuntimeInstance.objects.filter(model=model).exists(),

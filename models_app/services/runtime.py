@@ -563,15 +563,17 @@ def _stop_instance(instance: RuntimeInstance, *, reason: str, operation: Operati
     rss = runner.rss() if runner is not None else instance.rss
     if runner is not None:
         runner.stop()
-    RuntimeInstance.objects.filter(pk=instance.pk).delete()
-    event_record(
-        kind=EventKind.UNLOADED,
-        message=f"{instance.model.key} unloaded from {instance.host} ({reason}).",
-        model=instance.model,
-        operation=operation,
-        host=instance.host,
-        rss=rss,
-    )
+    # The row goes with its event: no reader sees one without the other.
+    with transaction.atomic():
+        RuntimeInstance.objects.filter(pk=instance.pk).delete()
+        event_record(
+            kind=EventKind.UNLOADED,
+            message=f"{instance.model.key} unloaded from {instance.host} ({reason}).",
+            model=instance.model,
+            operation=operation,
+            host=instance.host,
+            rss=rss,
+        )
     runtime_publish()
     return {"unloaded": True, "host": instance.host, "rss_freed": rss}
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import psutil
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -262,14 +262,17 @@ def runtime_host_cleanup(*, host: str, reason: str) -> dict:
         if instance.pid and instance.pid != os.getpid() and is_runner(instance.pid):
             kill_process(instance.pid)
             killed += 1
-        if instance.state in LIVE_RUNTIME_STATES:
-            event_record(
-                kind=EventKind.UNLOADED,
-                message=f"{instance.model.key} unloaded from {host} ({reason}).",
-                model=instance.model,
-                host=host,
-            )
-    removed = RuntimeInstance.objects.filter(pk__in=[i.pk for i in instances]).delete()[0]
+    # The rows go with their events: no reader sees one without the other.
+    with transaction.atomic():
+        for instance in instances:
+            if instance.state in LIVE_RUNTIME_STATES:
+                event_record(
+                    kind=EventKind.UNLOADED,
+                    message=f"{instance.model.key} unloaded from {host} ({reason}).",
+                    model=instance.model,
+                    host=host,
+                )
+        removed = RuntimeInstance.objects.filter(pk__in=[i.pk for i in instances]).delete()[0]
     stale_pids = set(
         Operation.objects.filter(
             state=OperationState.RUNNING, kind__in=RUNTIME_KINDS, worker_host=host

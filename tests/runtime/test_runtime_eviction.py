@@ -8,13 +8,19 @@ Keep-alive: 0 unloads after the request, a second expires, -1 stays, a request r
 
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
 
 from models_app.models import Event, Operation, RuntimeInstance
 from models_app.services.runtime import runtime_load_start
 from tests.processes import wait_until
-from tests.runtime_helpers import V1Stream, v1_post, wait_gone, wait_ready
+from tests.runtime_helpers import (
+    V1Stream,
+    process_gone,
+    v1_post,
+    wait_ended,
+    wait_gone,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.runtime]
 
@@ -35,23 +41,6 @@ def long_completion(model) -> dict:
     }
 
 
-def ended(op_id: int, *, timeout: float = 60) -> Operation:
-    return wait_until(
-        lambda: Operation.objects.filter(
-            pk=op_id, state__in=("succeeded", "failed", "cancelled", "interrupted")
-        ).first(),
-        timeout=timeout,
-        what=f"operation {op_id} to end",
-    )
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 @pytest.fixture
 def two_models(gemma_entry):
     return gemma_entry("gemma-a"), gemma_entry("gemma-b")
@@ -64,12 +53,12 @@ def test_loading_b_unloads_idle_a_first(two_models, processes):
     first = wait_ready(a)
 
     load_b = runtime_load_start(model=b).operation
-    op = ended(load_b.pk)
+    op = wait_ended(load_b.pk)
     assert op.state == "succeeded", op.error_message
     assert op.result["evicted"] == [a.key]
     assert wait_ready(b).state == "ready"
     assert not RuntimeInstance.objects.filter(model=a).exists()
-    assert gone(first.pid)
+    assert process_gone(first.pid)
     # A's unload is an operation of its own, a child of B's load; its event says why.
     unload = Operation.objects.get(model=a, kind="unload")
     assert unload.parent_id == load_b.pk and unload.state == "succeeded"
@@ -90,7 +79,7 @@ def test_an_instance_serving_a_request_is_never_evicted(two_models, processes, s
         assert serving.state == "ready" and serving.in_flight == 1
 
         # The load of B is refused, not queued: its operation fails and says why.
-        op = ended(runtime_load_start(model=b).operation.pk)
+        op = wait_ended(runtime_load_start(model=b).operation.pk)
         assert op.state == "failed" and op.error_code == "ERR_INSUFFICIENT_RAM", op.error_message
         assert "serving a request" in op.error_message and a.key in op.error_message
         assert not RuntimeInstance.objects.filter(model=b).exists()
@@ -115,10 +104,10 @@ def test_an_instance_serving_a_request_is_never_evicted(two_models, processes, s
     )  # fmt: skip
 
     # Idle now: B's load unloads it.
-    op = ended(runtime_load_start(model=b).operation.pk)
+    op = wait_ended(runtime_load_start(model=b).operation.pk)
     assert op.state == "succeeded", op.error_message
     assert op.result["evicted"] == [a.key]
-    assert gone(serving.pid)
+    assert process_gone(serving.pid)
 
 
 def test_keep_alive_zero_unloads_after_the_request(gemma, processes, superuser_token):
@@ -129,7 +118,7 @@ def test_keep_alive_zero_unloads_after_the_request(gemma, processes, superuser_t
     assert status == 200, answer
     assert answer["usage"]["completion_tokens"] > 0
     wait_gone(gemma, timeout=10)
-    unload = ended(Operation.objects.get(model=gemma, kind="unload").pk)
+    unload = wait_ended(Operation.objects.get(model=gemma, kind="unload").pk)
     assert unload.state == "succeeded"
     assert Event.objects.filter(model=gemma, kind="unloaded", operation=unload).exists()
 
@@ -148,11 +137,11 @@ def test_a_keep_alive_of_one_second_expires_and_minus_one_stays(two_models, proc
     wait_gone(brief, timeout=10)
     event = Event.objects.get(model=brief, kind="unloaded")
     assert "keep-alive of 1 s expired" in event.message, event.message
-    assert gone(expiring.pid)
+    assert process_gone(expiring.pid)
     # Loaded before the other, and still there after the other's second ran out.
     still = RuntimeInstance.objects.get(model=forever)
     assert (still.pk, still.state, still.expires_at) == (kept.pk, "ready", None)
-    assert not gone(kept.pid)
+    assert not process_gone(kept.pid)
 
 
 def test_a_request_resets_the_expiry(gemma, processes, superuser_token):
@@ -223,4 +212,4 @@ def test_keep_alive_zero_waits_for_the_other_requests_in_flight(gemma, processes
     assert events and events[-1]["choices"][0]["finish_reason"] == "length"
     wait_gone(gemma, timeout=10)
     (unload,) = Operation.objects.filter(model=gemma, kind="unload")
-    assert ended(unload.pk).state == "succeeded"
+    assert wait_ended(unload.pk).state == "succeeded"

@@ -13,7 +13,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import psutil
 import pytest
 
 from models_app.models import Event, Operation, ProcessHeartbeat, RuntimeInstance
@@ -27,7 +26,9 @@ from tests.runtime_helpers import (
     V1Stream,
     children_running,
     install_gguf,
+    process_gone,
     v1_post,
+    wait_ended,
     wait_gone,
     wait_ready,
 )
@@ -42,23 +43,6 @@ REDIS_URL = "redis://127.0.0.1:6379/8"
 
 def completion(model) -> dict:
     return {"model": model.key, "prompt": "The capital of France is", "max_tokens": 4}
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def ended(op_id: int, *, timeout: float = 60) -> Operation:
-    return wait_until(
-        lambda: Operation.objects.filter(
-            pk=op_id, state__in=("succeeded", "failed", "cancelled", "interrupted")
-        ).first(),
-        timeout=timeout,
-        what=f"operation {op_id} to end",
-    )
 
 
 class RuntimeUpdates:
@@ -174,7 +158,7 @@ def test_a_killed_runner_is_noticed_and_the_next_request_loads_it_again(
     assert float(headers[LOAD_HEADER]) > 0
     again = RuntimeInstance.objects.get(model=gemma)  # the failed row made way
     assert again.state == "ready" and again.pid != instance.pid and again.requests_served == 1
-    assert gone(instance.pid)
+    assert process_gone(instance.pid)
 
 
 def test_a_gguf_that_llama_cpp_refuses_fails_the_load_with_its_message(
@@ -189,7 +173,7 @@ def test_a_gguf_that_llama_cpp_refuses_fails_the_load_with_its_message(
     start = runtime_load_start(model=model)
     assert start.http_status == 202
 
-    op = ended(start.operation.pk)
+    op = wait_ended(start.operation.pk)
     assert op.state == "failed" and op.error_code == "ERR_FORMAT", op.error_message
     # llama.cpp's own words, not only llama-cpp-python's "Failed to load model from file".
     assert "key not found in model: tokenizer.ggml.model" in op.error_message, op.error_message
@@ -199,7 +183,9 @@ def test_a_gguf_that_llama_cpp_refuses_fails_the_load_with_its_message(
     assert "tokenizer.ggml.model" in instance.error_message
     assert str(settings.MODELS_DIR) not in instance.error_message
     # Its runner exited; only the spare runs (a fresh one).
-    wait_until(lambda: gone(instance.pid), timeout=5, what="the runner of the refused file to exit")
+    wait_until(
+        lambda: process_gone(instance.pid), timeout=5, what="the runner of the refused file to exit"
+    )
     assert [p.pid for p in children_running(runtime.pid, RUNNER_MODULE)] != [instance.pid]
 
     # A /v1 request for it (JIT) gets the same refusal, in OpenAI's error shape.
@@ -230,12 +216,12 @@ def test_a_supervisor_killed_and_started_again_leaves_no_runner_and_a_true_datab
 
     first.kill()
     # The loaded model's runner exits by itself when its supervisor is gone.
-    wait_until(lambda: gone(loaded.pid), timeout=5, what="the orphaned runner to exit")
-    assert not gone(spare.pid)  # stopped: it cannot notice; the next supervisor kills it
+    wait_until(lambda: process_gone(loaded.pid), timeout=5, what="the orphaned runner to exit")
+    assert not process_gone(spare.pid)  # stopped: it cannot notice; the next supervisor kills it
     assert RuntimeInstance.objects.filter(host="test-host").count() == 2  # nobody told the rows
 
     second = processes.runtime(RUNTIME_MAX_LOADED=2)
-    wait_until(lambda: gone(spare.pid), timeout=5, what="the stopped runner to be killed")
+    wait_until(lambda: process_gone(spare.pid), timeout=5, what="the stopped runner to be killed")
     assert not RuntimeInstance.objects.filter(host="test-host").exists()
     interrupted = Operation.objects.get(pk=loading.pk)
     assert interrupted.state == "interrupted", interrupted.state
@@ -272,7 +258,7 @@ def test_a_runner_that_ends_while_its_supervisor_lives_is_not_a_supervisor_death
     # What `run` does when its tree refresh sees the runner gone.
     runtime_supervisor_ended([first.pid], "a process of runtime ended")
     assert RuntimeInstance.objects.get(pk=second.pk).state == "ready"
-    assert not gone(second.pid)
+    assert not process_gone(second.pid)
     assert RuntimeInstance.objects.get(pk=first.pk).state == "failed"  # for the next load
     assert ProcessHeartbeat.objects.filter(role="runtime", pid=runtime.pid).exists()
 
@@ -290,8 +276,13 @@ def test_run_restarts_a_killed_runtime_child_and_the_model_loads_again(
     os.killpg(child.pid, signal.SIGKILL)
     # run's hook cleans the host's runtime at once, before the child is started again.
     wait_gone(gemma, timeout=5)
-    assert not ProcessHeartbeat.objects.filter(role="runtime", pid=child.pid).exists()
-    wait_until(lambda: gone(instance.pid), timeout=5, what="the runner of the dead child to exit")
+    wait_until(
+        lambda: not ProcessHeartbeat.objects.filter(role="runtime", pid=child.pid).exists(),
+        timeout=5, what="the dead child's heartbeat to be forgotten",
+    )  # fmt: skip
+    wait_until(
+        lambda: process_gone(instance.pid), timeout=5, what="the runner of the dead child to exit"
+    )
     wait_until(
         lambda: ProcessHeartbeat.objects.filter(role="runtime").exclude(pid=child.pid).exists(),
         timeout=30, what="the restarted runtime child's heartbeat", proc=run.proc,
