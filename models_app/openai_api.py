@@ -82,6 +82,13 @@ def _error(exc: ModelyardError, *, load_seconds: float = 0.0) -> JsonResponse:
     return response
 
 
+def _stream_error(exc: ModelyardError) -> bytes:
+    """Return a server-sent event carrying an error in OpenAI's shape (after any partial one)."""
+    body = {"error": {"message": exc.message, "type": "server_error", "code": exc.code,
+                      "param": None}}  # fmt: skip
+    return b"\n\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+
 def _authenticate(request):
     """Return the caller: an API token's user, or a signed-in superuser (CSRF-checked)."""
     header = request.headers.get("Authorization", "")
@@ -241,6 +248,12 @@ async def _forward(endpoint: str, route, body: dict, keep_alive):
             try:
                 async for chunk in upstream.aiter_raw():
                     yield chunk
+            except httpx2.HTTPError as exc:
+                # The runner went away mid-stream (killed, out of memory). The response has
+                # started: raising would leave the client's connection open with nothing
+                # more to come, so the stream ends with an error event instead.
+                error = UpstreamError(f"The runner of {route.model_key} stopped mid-stream: {exc}.")
+                yield _stream_error(error)
             finally:
                 ending = _end_soon(route, keep_alive)  # first: a cancelled close cannot skip it
                 await upstream.aclose()

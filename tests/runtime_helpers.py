@@ -1,19 +1,32 @@
-"""Runtime test helpers: a GGUF installed in the test's store, a real runtime supervisor."""
+"""Runtime test helpers: a GGUF installed in the test's store, a real runtime supervisor.
+
+Every process a runtime test starts carries the test's tag in its environment
+(`MODELYARD_TEST_TAG`), and so does every runner those processes start: `runner_processes`
+finds the runners of one test, whoever their parent is now, so that a test can assert that
+none survived it (other worktrees' runners on the machine are not its business).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from models_app.models import ProcessHeartbeat, RuntimeInstance
+from models_app.runtime.processes import RUNNER_MODULE
 from models_app.services import store_reconcile
 from tests.processes import child_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "a" * 40
+TAG_VARIABLE = "MODELYARD_TEST_TAG"
 
 
 def install_gguf(model, source: Path, hub_dir: Path, *, commit: str = COMMIT) -> Path:
@@ -49,12 +62,19 @@ class RuntimeProcess:
         )
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def start(self, *, timeout: float = 30) -> RuntimeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runtime"], cwd=ROOT, env=self.env, start_new_session=True
         )
+        # Its own heartbeat: a supervisor of this host that was killed left its row behind.
         wait_until(
-            lambda: ProcessHeartbeat.objects.filter(role="runtime", host=self.host).exists(),
+            lambda: ProcessHeartbeat.objects.filter(
+                role="runtime", host=self.host, pid=self.proc.pid
+            ).exists(),
             timeout=timeout,
             what="the runtime supervisor's first heartbeat",
             proc=self.proc,
@@ -86,8 +106,43 @@ class RuntimeProcess:
             return self.proc.wait()
 
     def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGKILL the supervisor's group (its runners lead groups of their own)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+    def spare_runner(self) -> psutil.Process | None:
+        """Return the supervisor's runner that no instance holds (the spare), if one runs."""
+        held = set(RuntimeInstance.objects.exclude(pid=None).values_list("pid", flat=True))
+        for child in children_running(self.proc.pid, RUNNER_MODULE):
+            if child.pid not in held:
+                return child
+        return None
+
+
+def children_running(pid: int, word: str) -> list[psutil.Process]:
+    """Return the live (not zombie) children of `pid` whose command line holds `word`."""
+    found = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.Error):
+                if word in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                    found.append(child)
+    return found
+
+
+def runner_processes(tag: str) -> list[psutil.Process]:
+    """Return the live runner processes started under this test tag, on the whole machine."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if RUNNER_MODULE not in " ".join(proc.info["cmdline"] or []):
+                continue
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(TAG_VARIABLE) == tag:
+                found.append(proc)
+    return found
 
 
 def wait_ready(model, *, timeout: float = 60) -> RuntimeInstance:
@@ -100,6 +155,27 @@ def wait_ready(model, *, timeout: float = 60) -> RuntimeInstance:
         return instance if instance is not None and instance.state == "ready" else None
 
     return wait_until(ready, timeout=timeout, what=f"{model.key} ready")
+
+
+def wait_ended(op_id: int, *, timeout: float = 60):
+    """Wait until an operation reached an end state; return its row."""
+    from models_app.models import Operation
+
+    return wait_until(
+        lambda: Operation.objects.filter(
+            pk=op_id, state__in=("succeeded", "failed", "cancelled", "interrupted")
+        ).first(),
+        timeout=timeout,
+        what=f"operation {op_id} to end",
+    )
+
+
+def process_gone(pid: int) -> bool:
+    """Return True once a process has exited (a zombie that nobody reaped yet counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def wait_gone(model, *, timeout: float = 30) -> None:
@@ -156,3 +232,72 @@ def _is_live_runner(pid: int) -> bool:
         )
     except psutil.Error:
         return False
+
+
+# --- the OpenAI-compatible endpoints, as a client calls them --------------------------------
+
+
+def v1_post(port: int, token: str, endpoint: str, body: dict, *, timeout: float = 120):
+    """POST to /v1/<endpoint>; return (status, headers (case-insensitive), JSON body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(
+            "POST",
+            f"/v1/{endpoint}",
+            body=json.dumps(body),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        return response.status, response.headers, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+class V1Stream:
+    """One streamed /v1 request: read its server-sent events one by one, hang up at will."""
+
+    def __init__(self, port: int, token: str, endpoint: str, body: dict, *, timeout: float = 120):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request(
+            "POST",
+            f"/v1/{endpoint}",
+            body=json.dumps({**body, "stream": True}),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.headers = self.response.headers
+
+    def event(self) -> dict | None:
+        """Return the next `data:` event (None at `[DONE]` or the end of the stream)."""
+        while True:
+            line = self.response.readline()
+            if not line:
+                return None
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return None
+            return json.loads(data)
+
+    def close(self) -> None:
+        """Hang up, as a client that has seen enough does."""
+        self.conn.close()
+
+
+def api_call(port: int, token: str, method: str, path: str, body: dict | None = None):
+    """Call /api/v1<path> with a token; return (status, JSON body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(
+            method,
+            f"/api/v1{path}",
+            body=json.dumps(body) if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()

@@ -18,8 +18,10 @@ its memory comes back when the process ends.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -43,6 +45,50 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(0)
 
 
+# ggml's log levels (ggml.h): an error line, and the continuation of the line before.
+# (llama-cpp-python's _logger still maps the older enum, where 3 was the error level.)
+GGML_LOG_LEVEL_ERROR = 4
+GGML_LOG_LEVEL_CONT = 5
+
+
+def _llama_errors() -> tuple[collections.deque, object]:
+    """Keep the last lines llama.cpp logs at error level; return them and the callback.
+
+    llama-cpp-python's exception only says "Failed to load model from file"; why (a key
+    missing from the header, a bad tensor) is what llama.cpp logged just before, and its
+    log is silenced while a model loads (verbose=False). The library's own callback still
+    gets every line. The callback must stay referenced: ctypes frees it otherwise.
+    """
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    lines: collections.deque = collections.deque(maxlen=8)
+    forward = _logger.llama_log_callback
+    previous = [0]
+
+    @llama_cpp.llama_log_callback
+    def callback(level, text, user_data):
+        if level == GGML_LOG_LEVEL_ERROR or (
+            level == GGML_LOG_LEVEL_CONT and previous[0] == GGML_LOG_LEVEL_ERROR
+        ):
+            lines.append(text.decode("utf-8", "replace"))
+        if level != GGML_LOG_LEVEL_CONT:
+            previous[0] = level
+        forward(level, text, user_data)
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    return lines, callback
+
+
+def _refusal(lines, exc: Exception) -> str:
+    """Return why llama.cpp refused the file: its error lines (without the function names)."""
+    said = [re.sub(r"^\w+: ", "", line.strip()) for line in "".join(lines).splitlines()]
+    said = [line for line in said if line]
+    return "; ".join(dict.fromkeys(said)) if said else str(exc)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -63,6 +109,7 @@ def main() -> int:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
+    errors, _callback = _llama_errors()
     _say("spare", pid=os.getpid(), llama_cpp=llama_cpp.__version__)
     line = sys.stdin.readline()
     if not line:  # the supervisor closed the pipe: not needed after all
@@ -84,11 +131,19 @@ def main() -> int:
     except ValueError as exc:  # pydantic's ValidationError: a spec this runner cannot take
         _say("error", code="ERR_INVALID", message=f"Runner settings refused: {exc}")
         return 3
-    server = ServerSettings(host=spec.get("host", "127.0.0.1"), port=port, api_key=spec["api_key"])
+    server = ServerSettings(
+        host=spec.get("host", "127.0.0.1"),
+        port=port,
+        api_key=spec["api_key"],
+        # Requests wait their turn: by default a stream is cut short (a bare [DONE]) as soon
+        # as another request waits, and every web process of every host shares this runner.
+        interrupt_requests=False,
+    )
     try:
         app = create_app(server_settings=server, model_settings=[model])
     except Exception as exc:  # llama.cpp refused the file: a ValueError naming it
-        _say("error", code="ERR_FORMAT", message=f"llama.cpp could not load the model: {exc}")
+        reason = _refusal(errors, exc)
+        _say("error", code="ERR_FORMAT", message=f"llama.cpp could not load the model: {reason}")
         return 3
     load_seconds = time.monotonic() - started
     _say("ready", port=port, load_seconds=round(load_seconds, 4), pid=os.getpid())

@@ -10,35 +10,15 @@ import pytest
 
 from models_app.models import Event, Installation, Operation, RuntimeInstance
 from models_app.services.runtime import runtime_load_start, runtime_unload_start
-from tests.factories import ModelFactory
-from tests.gemma import gemma_file  # noqa: F401  (a fixture)
 from tests.processes import wait_until
-from tests.runtime_helpers import RuntimeProcess, install_gguf, wait_gone, wait_ready
+from tests.runtime_helpers import wait_gone, wait_ready
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.runtime]
 
 
 @pytest.fixture
-def gemma(settings, gemma_file):  # noqa: F811
-    model = ModelFactory(
-        key="gemma-3-270m-q4_k_m",
-        repo_id="test/gemma-3-270m-GGUF",
-        type="llm",
-        name="Gemma 3 270M",
-        gguf_file="gemma-3-270m-q4_k_m.gguf",
-        allow_patterns=[],
-        context_window=32768,
-    )
-    install_gguf(model, gemma_file, settings.MODELS_HUB_DIR)
-    assert Installation.objects.filter(model=model).exists()
-    return model
-
-
-@pytest.fixture
-def runtime(settings):
-    process = RuntimeProcess(settings).start()
-    yield process
-    process.stop()
+def runtime(processes):
+    return processes.runtime()
 
 
 def test_load_serve_and_unload(gemma, runtime):
@@ -93,19 +73,16 @@ def test_a_delete_of_a_loaded_model_unloads_it_first(gemma, runtime, settings):
     assert f"delete #{op.pk}" in unloaded.message
 
 
-def test_a_load_beyond_the_memory_budget_is_refused(gemma, settings):
+def test_a_load_beyond_the_memory_budget_is_refused(gemma, processes):
     from models_app.errors import InsufficientRam
 
-    process = RuntimeProcess(settings, RUNTIME_MEMORY_BUDGET=50 * 1024**2).start()
-    try:
-        with pytest.raises(InsufficientRam) as refused:
-            runtime_load_start(model=gemma)
-        details = refused.value.details
-        assert details["available"] == 50 * 1024**2 and details["required"] > details["available"]
-        assert details["host"] == "test-host" and details["fits"] is None
-        assert not Operation.objects.filter(kind="load").exists()
-    finally:
-        process.stop()
+    processes.runtime(RUNTIME_MEMORY_BUDGET=50 * 1024**2)
+    with pytest.raises(InsufficientRam) as refused:
+        runtime_load_start(model=gemma)
+    details = refused.value.details
+    assert details["available"] == 50 * 1024**2 and details["required"] > details["available"]
+    assert details["host"] == "test-host" and details["fits"] is None
+    assert not Operation.objects.filter(kind="load").exists()
 
 
 def _alive(pid: int) -> bool:

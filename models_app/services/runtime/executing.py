@@ -7,7 +7,7 @@ import secrets
 import time
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -35,10 +35,12 @@ from ...models import (
 from ...runtime import host as runtime_host
 from ...runtime.processes import RunnerError, RunnerSpec, RunnerTable, exit_description
 from ..events import event_record, runtime_publish
+from ..execution import operation_execute
 from ..installations import installation_touch
 from ..operations import (
     host_name,
     operation_begin,
+    public_message,
 )
 from ..progress import heartbeat_kept
 from .common import (
@@ -199,16 +201,18 @@ def _runner_error(exc: RunnerError) -> ModelyardError:
     return error_of_code(exc.code, exc.message)
 
 
-def _instance_failed(instance_id: int, *, error: ModelyardError) -> None:
+def _instance_failed(instance_id: int, *, error: ModelyardError, publish: bool = True) -> None:
     RuntimeInstance.objects.filter(pk=instance_id).update(
         state=RuntimeState.FAILED,
         error_code=error.code,
-        error_message=error.message,
+        # Clients read it (the API, the page): no server path, as on the operation.
+        error_message=public_message(error.message),
         port=None,
         expires_at=None,
         in_flight=0,
     )
-    runtime_publish()
+    if publish:
+        runtime_publish()
 
 
 def _idle(now) -> Q:
@@ -249,10 +253,13 @@ def _make_room(*, op: Operation, needed: int, force: bool) -> list[str]:
         ]
         if not idle:
             if len(live) >= settings.RUNTIME_MAX_LOADED:
+                names = ", ".join(i.model.key for i in live)
                 raise InsufficientRam(
-                    f"{op.model.key} cannot load: {len(live)} model(s) are loaded on {host} "
-                    f"(RUNTIME_MAX_LOADED is {settings.RUNTIME_MAX_LOADED}) and each is "
-                    "serving a request.",
+                    f"{op.model.key} cannot load on {host}: RUNTIME_MAX_LOADED is "
+                    f"{settings.RUNTIME_MAX_LOADED} and {names} "
+                    f"{'is' if len(live) == 1 else 'are'} busy (serving a request, or held by "
+                    "an operation); a busy model is never unloaded to make room. "
+                    "Try again when it is idle.",
                     details={"host": host, "loaded": [i.model.key for i in live]},
                 )
             raise _insufficient(
@@ -284,7 +291,6 @@ def _unload_instance(instance: RuntimeInstance, *, reason: str, parent: Operatio
         op = operation_begin(kind=OperationKind.UNLOAD, model=instance.model, parent=parent)
     except ModelyardError:
         return {"unloaded": False}  # another operation holds the model now
-    from .execution import operation_execute
 
     result = {}
 
@@ -305,15 +311,17 @@ def _stop_instance(instance: RuntimeInstance, *, reason: str, operation: Operati
     rss = runner.rss() if runner is not None else instance.rss
     if runner is not None:
         runner.stop()
-    RuntimeInstance.objects.filter(pk=instance.pk).delete()
-    event_record(
-        kind=EventKind.UNLOADED,
-        message=f"{instance.model.key} unloaded from {instance.host} ({reason}).",
-        model=instance.model,
-        operation=operation,
-        host=instance.host,
-        rss=rss,
-    )
+    # The row goes with its event: no reader sees one without the other.
+    with transaction.atomic():
+        RuntimeInstance.objects.filter(pk=instance.pk).delete()
+        event_record(
+            kind=EventKind.UNLOADED,
+            message=f"{instance.model.key} unloaded from {instance.host} ({reason}).",
+            model=instance.model,
+            operation=operation,
+            host=instance.host,
+            rss=rss,
+        )
     runtime_publish()
     return {"unloaded": True, "host": instance.host, "rss_freed": rss}
 
@@ -327,12 +335,14 @@ def runtime_runner_died(*, instance_id: int, code: int | None) -> None:
         f"The runner of {instance.model.key} died ({exit_description(code)}); "
         "the next request loads it again."
     )
-    _instance_failed(instance_id, error=error)
-    event_record(
-        kind=EventKind.FAILED,
-        message=error.message,
-        model=instance.model,
-        error_code=error.code,
-        host=instance.host,
-    )
+    # The state and its event commit together: no reader sees one without the other.
+    with transaction.atomic():
+        _instance_failed(instance_id, error=error, publish=False)
+        event_record(
+            kind=EventKind.FAILED,
+            message=error.message,
+            model=instance.model,
+            error_code=error.code,
+            host=instance.host,
+        )
     runtime_publish()

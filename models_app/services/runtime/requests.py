@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ...errors import (
@@ -173,19 +172,31 @@ def runtime_request_end(*, route: Route, keep_alive: int | None = None) -> None:
     """End a request: renew the keep-alive (0 unloads now), record the model's use."""
     keep_alive = _keep_alive(keep_alive) if keep_alive is not None else None
     now = timezone.now()
-    instance = RuntimeInstance.objects.filter(pk=route.instance_id).first()
-    if instance is None:
-        return
-    keep = keep_alive if keep_alive is not None else instance.keep_alive
-    RuntimeInstance.objects.filter(pk=route.instance_id).update(
-        in_flight=Greatest(F("in_flight") - 1, 0),
-        last_request_at=now,
-        keep_alive=keep,
-        expires_at=_expiry(keep, now),
-    )
+    # Read and write under the row's lock: two requests ending at once each read the
+    # keep-alive and the count the other wrote (one with keep_alive 0 and one without
+    # left it at the default, in flight by neither, and never unloaded).
+    with transaction.atomic():
+        instance = (
+            RuntimeInstance.objects.select_for_update()
+            .select_related("model")
+            .filter(pk=route.instance_id)
+            .first()
+        )
+        if instance is None:
+            return
+        keep = keep_alive if keep_alive is not None else instance.keep_alive
+        in_flight = max(0, instance.in_flight - 1)
+        RuntimeInstance.objects.filter(pk=route.instance_id).update(
+            in_flight=in_flight,
+            last_request_at=now,
+            keep_alive=keep,
+            expires_at=_expiry(keep, now),
+        )
     installation_touch(model=instance.model, now=now)
-    if keep == 0:
-        # Another operation may hold it, or it is gone: the supervisor's expiry sees to it.
+    # Unload now only after the last request in flight: another one (a stream waiting its
+    # turn in the runner) would be cut off. Then, and if another operation holds the model,
+    # the supervisor's expiry unloads it (it expired now).
+    if keep == 0 and in_flight == 0:
         with contextlib.suppress(ModelyardError):
             runtime_unload_start(model=instance.model)
     runtime_publish()

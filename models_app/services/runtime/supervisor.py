@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import psutil
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -147,6 +147,8 @@ class RuntimeSupervisor:
                 details={"host": self.host, "pid": other.pid},
             )
         cleaned = runtime_host_cleanup(host=self.host, reason="the runtime supervisor restarted")
+        # The rows of this host's earlier supervisors: none is alive (checked above).
+        heartbeats_forget(host=self.host, pids=_supervisors(self.host)[1])
         self.beat()
         self.table.refill()
         logger.info(
@@ -300,14 +302,17 @@ def runtime_host_cleanup(*, host: str, reason: str) -> dict:
         if instance.pid and instance.pid != os.getpid() and is_runner(instance.pid):
             kill_process(instance.pid)
             killed += 1
-        if instance.state in LIVE_RUNTIME_STATES:
-            event_record(
-                kind=EventKind.UNLOADED,
-                message=f"{instance.model.key} unloaded from {host} ({reason}).",
-                model=instance.model,
-                host=host,
-            )
-    removed = RuntimeInstance.objects.filter(pk__in=[i.pk for i in instances]).delete()[0]
+    # The rows go with their events: no reader sees one without the other.
+    with transaction.atomic():
+        for instance in instances:
+            if instance.state in LIVE_RUNTIME_STATES:
+                event_record(
+                    kind=EventKind.UNLOADED,
+                    message=f"{instance.model.key} unloaded from {host} ({reason}).",
+                    model=instance.model,
+                    host=host,
+                )
+        removed = RuntimeInstance.objects.filter(pk__in=[i.pk for i in instances]).delete()[0]
     stale_pids = set(
         Operation.objects.filter(
             state=OperationState.RUNNING, kind__in=RUNTIME_KINDS, worker_host=host
@@ -328,22 +333,38 @@ def runtime_host_cleanup(*, host: str, reason: str) -> dict:
 
 
 def runtime_supervisor_ended(pids, reason: str) -> dict | None:
-    """`manage.py run`'s hook when its runtime child died: clean this host's runtime rows.
+    """`manage.py run`'s hook when a process of its runtime child ended.
 
     `run` calls it for every process of the child's tree that ends, runners too: a runner
     that an unload, an eviction or an expiry stopped is not a death, and one that died on
     its own is the living supervisor's to notice. Only when a supervisor is among the
     ended (its heartbeat names it; a clean stop forgets it after cleaning up itself) are
-    its instances and operations orphans; else return None and touch nothing.
+    its instances and operations orphans: they are cleaned up and its heartbeat forgotten.
+    Else return None and touch nothing.
     """
     _between_units_of_work()
     host = host_name()
-    supervisors = ProcessHeartbeat.objects.filter(
-        role=ProcessRole.RUNTIME, host=host, pid__in=list(pids)
+    supervisors = list(
+        ProcessHeartbeat.objects.filter(
+            role=ProcessRole.RUNTIME, host=host, pid__in=list(pids)
+        ).values_list("pid", flat=True)
     )
-    if not supervisors.exists():
+    if not supervisors:
         return None
-    return runtime_host_cleanup(host=host, reason=reason)
+    cleaned = runtime_host_cleanup(host=host, reason=reason)
+    heartbeats_forget(host=host, pids=supervisors)
+    return cleaned
+
+
+def _supervisors(host: str) -> tuple[list[int], list[int]]:
+    """Return the pids of this host's runtime supervisors with a heartbeat: alive, and dead."""
+    pids = ProcessHeartbeat.objects.filter(role=ProcessRole.RUNTIME, host=host).values_list(
+        "pid", flat=True
+    )
+    alive, dead = [], []
+    for pid in pids:
+        (alive if psutil.pid_exists(pid) else dead).append(pid)
+    return alive, dead
 
 
 def _between_units_of_work() -> None:
