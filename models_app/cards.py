@@ -43,6 +43,8 @@ class Card:
     error: ModelyardError | None = None  # the error of the request that rendered the card
     # Its runtime instance: the live one, else the failed one (kept until the next load).
     runtime: RuntimeInstance | None = None
+    # Whether it fits the runtime's memory at the default n_ctx (selectors.model_fit).
+    fit: dict | None = None
 
     @property
     def installation(self):
@@ -62,6 +64,18 @@ class Card:
             {**row, "display": filesizeformat(row["bytes"])}
             for row in selectors.memory_table(self.model)
         ]
+
+    @property
+    def fit_display(self) -> str:
+        """Say whether the model fits the runtime's memory, with both numbers."""
+        fit = self.fit or {}
+        words = {"fits": "Fits", "tight": "Tight", "does_not_fit": "Does not fit"}
+        if fit.get("status") not in words:
+            return "Unknown until its GGUF header is read (installed, or from the registry)"
+        return (
+            f"{words[fit['status']]}: needs about {filesizeformat(fit['required'])} of "
+            f"{filesizeformat(fit['capacity'])} at n_ctx {fit['n_ctx']}"
+        )
 
     @property
     def size_display(self) -> str:
@@ -227,6 +241,8 @@ def build_cards(models: list[Model], *, runtime_instances=None) -> list[Card]:
             RuntimeInstance.objects.filter(model_id__in=runnable) if runnable else []
         )
     runtime = runtime_by_model(runtime_instances)
+    # One read of the hosts' memory for the whole page, and only when a card shows a fit.
+    capacity = selectors.runtime_capacity() if any(m.gguf_file for m in models) else None
     cards = []
     for model in models:
         op = operations.get(model.id)
@@ -240,6 +256,8 @@ def build_cards(models: list[Model], *, runtime_instances=None) -> list[Card]:
             failure = op if relevant else None
         card = Card(model, names.get(model.id, []), active, failure, op)
         card.runtime = runtime.get(model.id)
+        if capacity is not None and model.gguf_file:
+            card.fit = selectors.model_fit(model, capacity=capacity)
         cards.append(card)
     return cards
 

@@ -172,7 +172,10 @@ class RuntimeSupervisor:
             self.act()
         if now - self._beat_at >= settings.PROCESS_HEARTBEAT_INTERVAL:
             self.beat()
-        self.table.refill()
+        if not any(key.startswith("op:") for key in self.busy):
+            # Not while a load runs: a new spare's imports (a third of a second of a core)
+            # would compete with it for the CPU.
+            self.table.refill()
 
     # --- the parts of a tick ------------------------------------------------------------
 
