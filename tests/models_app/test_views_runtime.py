@@ -477,13 +477,15 @@ def test_runnable_cards_cost_one_query_whatever_their_number(
         instance(m)
     for m in models[1::5]:
         instance(m, state="failed", error_code="ERR_INTERNAL")
-    # session, user, count, page ids, rows, collections, operations, runtime, tab counts
-    with django_assert_num_queries(9):
+    # session, user, count, page ids, rows, collections, operations, runtime, the hosts'
+    # memory (each card's fit), tab counts
+    with django_assert_num_queries(10):
         response = superuser_client.get(f"{PAGE}?type=llm", **HTMX)
     html = response.content.decode()
     assert html.count('data-runtime-state="ready"') == len(models[::2])
-    # The full page: the cards take their runtime state from the panel's rows.
-    with django_assert_num_queries(14):
+    # The full page: the cards take their runtime state from the panel's rows (and their
+    # fit from one read of the hosts' memory).
+    with django_assert_num_queries(15):
         response = superuser_client.get(f"{PAGE}?type=llm")
     assert response.content.decode().count('data-testid="runtime-instance"') == len(
         models[::2]

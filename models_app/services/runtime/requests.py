@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -38,8 +37,9 @@ from .common import (
     _expiry,
     _keep_alive,
     runtime_check_runnable,
+    runtime_host_ring,
 )
-from .starting import runtime_load_start, runtime_unload_start
+from .starting import runtime_load_start
 
 logger = logging.getLogger(__name__)
 
@@ -193,10 +193,9 @@ def runtime_request_end(*, route: Route, keep_alive: int | None = None) -> None:
             expires_at=_expiry(keep, now),
         )
     installation_touch(model=instance.model, now=now)
-    # Unload now only after the last request in flight: another one (a stream waiting its
-    # turn in the runner) would be cut off. Then, and if another operation holds the model,
-    # the supervisor's expiry unloads it (it expired now).
+    # keep_alive 0: unloaded once the last request in flight ended (another one, a stream
+    # waiting its turn in the runner, would be cut off). It expired just now; its host's
+    # supervisor, woken, unloads it as it unloads every expired instance: one unload.
     if keep == 0 and in_flight == 0:
-        with contextlib.suppress(ModelyardError):
-            runtime_unload_start(model=instance.model)
+        transaction.on_commit(lambda: runtime_host_ring(host=instance.host))
     runtime_publish()

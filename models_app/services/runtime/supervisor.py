@@ -117,6 +117,8 @@ class RuntimeSupervisor:
         except (OSError, ValueError):  # a runner's pipe closed meanwhile
             return
         for source in readable:
+            if source is self.doorbell:
+                self._acted_at = 0.0  # rung: look for expired and marked instances now too
             if source is self._wake_r:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 512)
@@ -209,12 +211,13 @@ class RuntimeSupervisor:
         for instance in expired:
             if Operation.objects.filter(model=instance.model, state__in=ACTIVE_STATES).exists():
                 continue  # the operation holding it decides (a load renews, a delete unloads)
+            reason = (
+                "keep_alive 0: after its last request"
+                if instance.keep_alive == 0
+                else f"keep-alive of {instance.keep_alive} s expired"
+            )
             self._spawn(
-                f"instance:{instance.pk}",
-                _unload_instance,
-                instance,
-                reason=f"keep-alive of {instance.keep_alive} s expired",
-                parent=None,
+                f"instance:{instance.pk}", _unload_instance, instance, reason=reason, parent=None
             )
         marked = mine.filter(state=RuntimeState.UNLOADING).exclude(
             operation__kind__in=RUNTIME_KINDS
