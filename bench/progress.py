@@ -64,6 +64,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests package: the hub server and the wait helpers
 
+from bench.machine import machine_before  # noqa: E402
 from tests.processes import free_port, wait_for_url, wait_until  # noqa: E402
 
 PY = sys.executable
@@ -81,39 +82,6 @@ def cluster_processes(run: subprocess.Popen) -> int:
     except psutil.Error:  # a process that ended between the listing and the look
         pass
     return 0
-
-
-def machine_before(name: str, seconds: float = 3.0) -> dict:
-    """Print and return the machine's idle CPU and the busy or left-over processes now.
-
-    Measured before each setup starts: a setup measured while another one's processes (or
-    anything else) still run shares the two cores with them, and its figures say so.
-    """
-    me = psutil.Process()
-    ours = {me.pid, *(p.pid for p in me.children(recursive=True))}
-    procs = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            proc.cpu_percent(None)  # the first call only starts the count
-            procs.append(proc)
-    idle = 100.0 - psutil.cpu_percent(interval=seconds)
-    busy, leftover = [], []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            cpu = proc.cpu_percent(None)
-            line = " ".join(proc.info["cmdline"] or [proc.info["name"] or "?"])[:90]
-            if proc.pid not in ours and any(
-                word in line for word in ("daphne", "qcluster", "manage.py", "hub_server")
-            ):
-                leftover.append(f"{proc.pid} {line}")
-            elif cpu >= 2.0 and proc.pid not in ours:
-                busy.append(f"{proc.pid} {cpu:.0f}% {line}")
-    print(f"{name}: before the setup, the machine was {idle:.0f}% idle over {seconds:.0f} s")
-    for line in leftover:
-        print(f"  left over from an earlier run: {line}")
-    for line in busy:
-        print(f"  busy: {line}")
-    return {"idle_before": idle, "leftover": leftover, "busy": busy}
 
 
 def stop_tree(procs: list[subprocess.Popen], timeout: float = 30.0) -> list[str]:
@@ -354,7 +322,7 @@ print(api_token_create(user=user, name="bench")[1], session.session_key)
 
 
 def run_setup(name: str, env: dict, daphnes: int, hub: str, args, tmp: Path) -> dict:
-    before = machine_before(name)  # before this setup starts anything
+    before = machine_before(f"{name}: before the setup")  # before this setup starts anything
     env = dict(
         env,
         MODELS_DIR=str(tmp / f"models-{name}"),

@@ -61,6 +61,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests package (the Gemma file, the wait helpers), the runner
 
+from bench.machine import machine_before  # noqa: E402
 from models_app.runtime.processes import RUNNER_MODULE, Runner, RunnerSpec  # noqa: E402
 from tests.gemma import NAME as GGUF_NAME  # noqa: E402
 from tests.gemma import gemma_path  # noqa: E402
@@ -96,36 +97,6 @@ GOALS = {"rate": 0.95, "ttft_ms": 15.0, "load": 1.2, "memory_s": 2.0, "idle_pct"
 
 
 # --- the machine ---------------------------------------------------------------------------
-
-
-def machine_before(seconds: float = 3.0) -> dict:
-    """Print and return the machine's idle CPU and the busy or left-over processes now."""
-    me = psutil.Process()
-    ours = {me.pid, *(p.pid for p in me.children(recursive=True))}
-    procs = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            proc.cpu_percent(None)  # the first call only starts the count
-            procs.append(proc)
-    idle = 100.0 - psutil.cpu_percent(interval=seconds)
-    busy, leftover = [], []
-    words = ("daphne", "qcluster", "manage.py", "hub_server", RUNNER_MODULE)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            cpu = proc.cpu_percent(None)
-            line = " ".join(proc.info["cmdline"] or [proc.info["name"] or "?"])[:90]
-            if proc.pid in ours:
-                continue
-            if any(word in line for word in words):
-                leftover.append(f"{proc.pid} {line}")
-            elif cpu >= 2.0:
-                busy.append(f"{proc.pid} {cpu:.0f}% {line}")
-    print(f"before measuring, the machine was {idle:.0f}% idle over {seconds:.0f} s")
-    for line in leftover:
-        print(f"  left over from an earlier run: {line}")
-    for line in busy:
-        print(f"  busy: {line}")
-    return {"idle_before": idle, "leftover": leftover, "busy": busy}
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -580,7 +551,7 @@ def main() -> None:
     import llama_cpp
 
     gguf = gemma_path()
-    machine = machine_before()
+    machine = machine_before("before measuring")
     load_avg = os.getloadavg()
     figures = {
         "generations": {"a": [], "b": [], "c": []},
