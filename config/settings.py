@@ -257,6 +257,14 @@ MODELS_MAX_BYTES = env.int("MODELS_MAX_BYTES", default=0) or None
 MIN_FREE_BYTES = env.int("MIN_FREE_BYTES", default=0)
 AUTO_PRUNE = env.bool("AUTO_PRUNE", default=False)
 
+# Models from anywhere (docs/models-from-anywhere.md). Import reads files only under
+# IMPORT_ROOTS and export writes only under EXPORT_ROOTS (comma-separated absolute
+# directories; empty turns the feature off).
+IMPORT_ROOTS = [Path(p) for p in env.list("IMPORT_ROOTS", default=[]) if p]
+EXPORT_ROOTS = [Path(p) for p in env.list("EXPORT_ROOTS", default=[]) if p]
+# Seconds between scheduled update checks of installed entries (0: never; default weekly).
+UPDATE_CHECK_INTERVAL = env.int("UPDATE_CHECK_INTERVAL", default=7 * 24 * 3600)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -19,7 +19,8 @@ class ModelType(models.TextChoices):
 
 class ModelSource(models.TextChoices):
     CURATED = "curated", "Curated"
-    CUSTOM = "custom", "Custom"
+    CUSTOM = "custom", "Custom"  # a user's Hub repo, added by repo id
+    LOCAL = "local", "Local import"  # a file or folder imported from disk
 
 
 class Model(models.Model):
@@ -63,6 +64,12 @@ class Model(models.Model):
     # False once a curated entry left the YAML files; the row stays while installed.
     in_registry = models.BooleanField(default=True)
     registry_file = models.CharField(max_length=300, blank=True)
+    # Who added a custom or imported entry (None for curated ones).
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Options of a custom entry the design names beside the columns above (instruction, ...).
+    options = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -102,6 +109,14 @@ class Installation(models.Model):
     use_count = models.PositiveIntegerField(default=0)
     pinned = models.BooleanField(default=False)
     reconciled_at = models.DateTimeField()
+    # The last verify: its checks ([{name, passed, message}]) and the files whose bytes did
+    # not match their digest (a non-empty list: the model is damaged; Repair re-fetches them).
+    verify_checks = models.JSONField(default=list, blank=True)
+    damaged_files = models.JSONField(default=list, blank=True)
+    # The last update check: the Hub's commit when a file this entry uses changed there.
+    update_checked_at = models.DateTimeField(null=True, blank=True)
+    update_commit = models.CharField(max_length=64, blank=True)
+    update_files = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["model__name"]
@@ -169,7 +184,10 @@ class OperationKind(models.TextChoices):
     DELETE = "delete", "Delete"
     PRUNE = "prune", "Prune"
     VERIFY = "verify", "Verify"
+    REPAIR = "repair", "Repair"
     UPDATE = "update", "Update"
+    IMPORT = "import", "Import"
+    EXPORT = "export", "Export"
     LOAD = "load", "Load"
     UNLOAD = "unload", "Unload"
 
@@ -421,6 +439,11 @@ class EventKind(models.TextChoices):
     UNLOADED = "unloaded", "Unloaded"
     SYNCED = "synced", "Registry synced"
     RECONCILED = "reconciled", "Store reconciled"
+    ADDED = "added", "Added"
+    REMOVED = "removed", "Removed"
+    VERIFIED = "verified", "Verified"
+    DAMAGED = "damaged", "Damaged"
+    UPDATE_AVAILABLE = "update", "Update available"
 
 
 class Event(models.Model):

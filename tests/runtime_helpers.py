@@ -146,13 +146,25 @@ def runner_processes(tag: str) -> list[psutil.Process]:
 
 
 def wait_ready(model, *, timeout: float = 60) -> RuntimeInstance:
-    """Wait until the model has a ready instance; fail on a failed one."""
+    """Wait until the model has a ready instance and its load operation has ended.
+
+    The instance turns ready a moment before the load operation finishes; a test that
+    starts another operation of the model (a delete) must wait for both, as a user would
+    see the load end. A failed instance fails the wait at once.
+    """
+    from models_app.models import Operation
 
     def ready():
         instance = RuntimeInstance.objects.filter(model=model).order_by("-created_at").first()
         if instance is not None and instance.state == "failed":
             raise AssertionError(f"load failed: {instance.error_code} {instance.error_message}")
-        return instance if instance is not None and instance.state == "ready" else None
+        if instance is None or instance.state != "ready":
+            return None
+        if Operation.objects.filter(
+            pk=instance.operation_id, state__in=("queued", "running")
+        ).exists():
+            return None
+        return instance
 
     return wait_until(ready, timeout=timeout, what=f"{model.key} ready")
 
