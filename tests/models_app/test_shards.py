@@ -27,6 +27,7 @@ REPO = "shards/tiny-split-GGUF"
 FIRST = "tiny-split-00001-of-00003.gguf"
 SHARDS = [FIRST, "tiny-split-00002-of-00003.gguf", "tiny-split-00003-of-00003.gguf"]
 SINGLE = "tiny-single.gguf"
+PARTIAL_REPO = "shards/tiny-split-partial-GGUF"  # shards 1 and 2 only
 API = "/api/v1"
 
 
@@ -132,6 +133,7 @@ def split_repo(hub_server, tmp_path_factory):
     files = {p.name: p.read_bytes() for p in shards}
     files[SINGLE] = whole.read_bytes()
     make_repo(hub_server.root, REPO, files)
+    make_repo(hub_server.root, PARTIAL_REPO, {n: files[n] for n in SHARDS[:2]})
     return {"whole": gguf_header_of(whole), "sizes": {n: len(b) for n, b in files.items()}}
 
 
@@ -193,6 +195,19 @@ def test_the_facts_are_the_first_shards_with_the_weights_of_all(hub, split_repo,
     assert memory_estimate(facts=first_only, n_ctx=512, file_size=10**6).weights == 10**6
     with pytest.raises(FormatError):
         memory_estimate(facts=first_only, n_ctx=512)
+
+
+def test_a_shard_missing_on_the_hub_fails_the_download_naming_it(hub, split_repo, db):
+    model = ModelFactory(
+        key="tiny-partial", repo_id=PARTIAL_REPO, type="llm", gguf_file=FIRST,
+        allow_patterns=[],
+    )  # fmt: skip
+    result = services.download_start(model=model)
+    assert operation_run(operation_id=result.operation.id) == "failed"
+    op = Operation.objects.get(pk=result.operation.id)
+    assert op.error_code == "ERR_NOT_FOUND" and SHARDS[2] in op.error_message
+    assert hub.bytes_sent() == 0
+    assert not Installation.objects.filter(model=model).exists()
 
 
 def test_the_disk_preflight_counts_every_shard(hub, split_repo, split_model, settings):
