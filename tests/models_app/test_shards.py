@@ -317,3 +317,18 @@ def test_a_load_with_a_shard_gone_is_refused_naming_it(hub, split_model, isolate
         runtime_load_start(model=split_model)
     assert info.value.details == {"model": "tiny-split", "file": SHARDS[2]}
     assert SHARDS[2] in info.value.message and str(isolated_store) not in info.value.message
+
+
+def test_shards_that_disagree_with_their_place_are_refused(tmp_path):
+    from models_app.gguf import gguf_facts, gguf_split_facts
+
+    whole = write_gguf(tmp_path / "whole.gguf", metadata=llama_metadata())
+    headers = [gguf_header_of(p) for p in gguf_split(whole, tmp_path / "out", stem="t", parts=3)]
+    facts = gguf_facts(headers[0])
+    assert gguf_split_facts(facts, headers)["tensor_bytes"] == gguf_header_of(whole).tensor_bytes
+    with pytest.raises(FormatError) as swapped:
+        gguf_split_facts(facts, [headers[0], headers[2], headers[1]])
+    assert "Shard 2 of 3 says it is shard 3 of 3" in swapped.value.message
+    with pytest.raises(FormatError) as short:
+        gguf_split_facts(facts, headers[:2])
+    assert "Shard 1 of 2 says it is shard 1 of 3" in short.value.message
