@@ -9,7 +9,7 @@ from django.db.models.functions import Now
 
 from .constants import MODEL_KEY_RE, REPO_ID_RE
 from .errors import InvalidInput
-from .gguf import gguf_file_names
+from .gguf_split import gguf_file_names
 
 
 class ModelType(models.TextChoices):

@@ -25,7 +25,7 @@ from pydantic import (
 
 from .constants import MODEL_KEY_RE, MODEL_TYPES, REPO_ID_RE
 from .errors import InvalidInput, RegistryError
-from .gguf import gguf_file_names
+from .gguf_split import gguf_file_names
 
 POOLING_MODES = ("cls", "mean", "last_token", "max")
 SHA256_RE = r"^[0-9a-f]{64}$"

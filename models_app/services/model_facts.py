@@ -14,7 +14,8 @@ from typing import Any
 from django.conf import settings
 
 from ..errors import FormatError, ModelyardError, NotInstalled
-from ..gguf import GGUFHeader, gguf_facts, gguf_header_of, gguf_split_facts
+from ..gguf import GGUFHeader, gguf_facts, gguf_header_of
+from ..gguf_split import gguf_split_facts
 from ..models import Installation, Model
 from ..runtime.memory import context_within, memory_estimate
 from ..store import get_store

@@ -12,7 +12,8 @@ import pytest
 from models_app import services
 from models_app.engine import operation_run
 from models_app.errors import FormatError, InvalidInput, NotInstalled, RegistryError
-from models_app.gguf import gguf_file_names, gguf_header_of, gguf_shard_names
+from models_app.gguf import gguf_header_of
+from models_app.gguf_split import gguf_file_names, gguf_shard_names
 from models_app.models import Installation, Model, Operation
 from models_app.registry import load_registry_file
 from models_app.runtime.memory import memory_estimate
@@ -320,7 +321,8 @@ def test_a_load_with_a_shard_gone_is_refused_naming_it(hub, split_model, isolate
 
 
 def test_shards_that_disagree_with_their_place_are_refused(tmp_path):
-    from models_app.gguf import gguf_facts, gguf_split_facts
+    from models_app.gguf import gguf_facts
+    from models_app.gguf_split import gguf_split_facts
 
     whole = write_gguf(tmp_path / "whole.gguf", metadata=llama_metadata())
     headers = [gguf_header_of(p) for p in gguf_split(whole, tmp_path / "out", stem="t", parts=3)]
