@@ -79,11 +79,14 @@ class Card:
 
     @property
     def size_display(self) -> str:
+        # A split GGUF says so: it is installed only with every shard.
+        shards = len(self.model.file_patterns) if self.model.gguf_file else 1
+        split = f" in {shards} shards" if shards > 1 else ""
         if self.installed:
-            return f"{filesizeformat(self.installation.size_on_disk)} on disk"
+            return f"{filesizeformat(self.installation.size_on_disk)} on disk{split}"
         if self.model.download_size:
-            return f"{filesizeformat(self.model.download_size)} download"
-        return "Download size unknown"
+            return f"{filesizeformat(self.model.download_size)} download{split}"
+        return f"Download size unknown{split}"
 
     @property
     def parameters_display(self) -> str:

@@ -8,6 +8,8 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from .constants import MODEL_KEY_RE, REPO_ID_RE
+from .errors import InvalidInput
+from .gguf_split import gguf_file_names
 
 
 class ModelType(models.TextChoices):
@@ -82,8 +84,18 @@ class Model(models.Model):
 
     @property
     def file_patterns(self) -> list[str]:
-        """Return the file patterns this entry needs from its repo."""
-        return [self.gguf_file] if self.gguf_file else list(self.allow_patterns)
+        """Return the file patterns this entry needs from its repo.
+
+        A split GGUF (its gguf_file the first shard, `name-00001-of-00003.gguf`) needs every
+        shard. A malformed shard name is refused where entries are made (the registry);
+        one that got in anyway stands for itself alone.
+        """
+        if not self.gguf_file:
+            return list(self.allow_patterns)
+        try:
+            return gguf_file_names(self.gguf_file)
+        except InvalidInput:
+            return [self.gguf_file]
 
 
 class StoreLocation(models.TextChoices):

@@ -24,7 +24,8 @@ from pydantic import (
 )
 
 from .constants import MODEL_KEY_RE, MODEL_TYPES, REPO_ID_RE
-from .errors import RegistryError
+from .errors import InvalidInput, RegistryError
+from .gguf_split import gguf_file_names
 
 POOLING_MODES = ("cls", "mean", "last_token", "max")
 SHA256_RE = r"^[0-9a-f]{64}$"
@@ -37,7 +38,11 @@ PoolingMode = Literal[POOLING_MODES]  # type: ignore[valid-type]
 
 
 class RegistryFiles(BaseModel):
-    """What one use of the entry needs from its repo: one GGUF file, or a snapshot."""
+    """What one use of the entry needs from its repo: one GGUF file, or a snapshot.
+
+    A split GGUF is named by its first shard (`name-00001-of-00003.gguf`); the entry then
+    needs every shard (Model.file_patterns).
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -53,6 +58,10 @@ class RegistryFiles(BaseModel):
             raise ValueError(f"must be a .gguf filename (got {value!r})")
         if value.startswith("/") or ".." in value.split("/"):
             raise ValueError(f"must be a path inside the repo (got {value!r})")
+        try:
+            gguf_file_names(value)  # a split model is named by its first shard
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @model_validator(mode="after")

@@ -123,14 +123,20 @@ def memory_estimate(
     """Return the memory a runner needs to serve a GGUF with these facts at this n_ctx.
 
     weights: the tensors' bytes (else `file_size`, e.g. a registry entry's download
-    size), which llama.cpp maps; kv_cache: 2 (K and V) x layers x n_ctx x KV heads x
-    head dim x 2 bytes (f16), with the key and value lengths taken apart when they
-    differ; compute: the calibrated margin for llama.cpp's compute buffers (the logits
-    share and the attention scores); overhead: the runner process before any model (the
-    module docstring has the measurements). A missing vocab_size counts as none. Raise
+    size), which llama.cpp maps; of every shard for a split model (facts read from its
+    first shard alone count `file_size`, the whole download, instead); kv_cache: 2 (K
+    and V) x layers x n_ctx x KV heads x head dim x 2 bytes (f16), with the key and value
+    lengths taken apart when they differ; compute: the calibrated margin for llama.cpp's
+    compute buffers (the logits share and the attention scores); overhead: the runner
+    process before any model (the module docstring has the measurements). A missing
+    vocab_size counts as none. Raise
     FormatError naming the facts missing.
     """
     weights = facts.get("tensor_bytes") or file_size
+    if (facts.get("split_count") or 1) > 1 and "shard_tensor_bytes" not in facts:
+        # The first shard's header alone (a read before the download): its tensors are a
+        # part of the weights; the whole download stands for them.
+        weights = file_size
     needed = {
         "weights (tensor_bytes)": weights,
         "block_count": facts.get("block_count"),

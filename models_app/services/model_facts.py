@@ -14,7 +14,8 @@ from typing import Any
 from django.conf import settings
 
 from ..errors import FormatError, ModelyardError, NotInstalled
-from ..gguf import gguf_facts, gguf_header_of
+from ..gguf import GGUFHeader, gguf_facts, gguf_header_of
+from ..gguf_split import gguf_split_facts
 from ..models import Installation, Model
 from ..runtime.memory import context_within, memory_estimate
 from ..store import get_store
@@ -40,6 +41,9 @@ def ram_required_estimate(*, facts: dict[str, Any], file_size: int | None) -> in
 def model_facts_refresh(*, model: Model) -> dict[str, Any]:
     """Read the installed GGUF's header; store its facts and the ram_required they give.
 
+    A split model's facts are its first shard's with the weights (tensor_bytes,
+    parameter_count) of every shard, whose headers are read too.
+
     Raise NotInstalled when the model has no installed GGUF file, FormatError when its
     header cannot be read (the message names the file, never where the store is).
     """
@@ -48,29 +52,44 @@ def model_facts_refresh(*, model: Model) -> dict[str, Any]:
         raise NotInstalled(
             f"{model.key} has no installed GGUF file to read.", details={"model": model.key}
         )
-    store = get_store()
-    try:
-        path = store.snapshot_file(
-            installation.location, model.repo_id, installation.commit_hash, model.gguf_file
-        )
-        header = gguf_header_of(path)
-    except ValueError as exc:  # a file name that is no path inside the repo
-        raise FormatError(str(exc), details={"model": model.key}) from None
-    except OSError as exc:
-        raise FormatError(
-            f"Cannot read {model.gguf_file} of {model.key}: {store.redact(str(exc))}",
-            details={"model": model.key, "file": model.gguf_file},
-        ) from None
-    except FormatError as exc:
-        raise FormatError(
-            f"{model.gguf_file} of {model.key}: {exc.message}",
-            details={"model": model.key, "file": model.gguf_file, **exc.details},
-        ) from None
-    facts = gguf_facts(header) | {"source": HEADER, "commit_hash": installation.commit_hash}
+    # A split model: the facts are the first shard's, its weights those of every shard.
+    headers = [_header(model, installation, name) for name in model.file_patterns]
+    facts = gguf_facts(headers[0])
+    if len(headers) > 1:
+        try:
+            facts = gguf_split_facts(facts, headers)
+        except FormatError as exc:
+            raise FormatError(
+                f"{model.gguf_file} of {model.key}: {exc.message}",
+                details={"model": model.key, "file": model.gguf_file, **exc.details},
+            ) from None
+    facts |= {"source": HEADER, "commit_hash": installation.commit_hash}
     model.gguf_facts = facts
     model.ram_required = ram_required_estimate(facts=facts, file_size=model.download_size)
     model.save(update_fields=["gguf_facts", "ram_required", "updated_at"])
     return facts
+
+
+def _header(model: Model, installation: Installation, name: str) -> GGUFHeader:
+    """Read the header of one installed GGUF file of the model (a shard, or the one file)."""
+    store = get_store()
+    try:
+        path = store.snapshot_file(
+            installation.location, model.repo_id, installation.commit_hash, name
+        )
+        return gguf_header_of(path)
+    except ValueError as exc:  # a file name that is no path inside the repo
+        raise FormatError(str(exc), details={"model": model.key}) from None
+    except OSError as exc:
+        raise FormatError(
+            f"Cannot read {name} of {model.key}: {store.redact(str(exc))}",
+            details={"model": model.key, "file": name},
+        ) from None
+    except FormatError as exc:
+        raise FormatError(
+            f"{name} of {model.key}: {exc.message}",
+            details={"model": model.key, "file": name, **exc.details},
+        ) from None
 
 
 def model_facts_ensure(*, model: Model, commit_hash: str) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from ..models import EventKind, Installation, Model, StoreLocation, StoreScan, UnmanagedRepo
 from ..selectors import busy_model_ids, latest_scan
-from ..store import StoreReport, get_store, pick_snapshot, repo_folder
+from ..store import StoredRepo, StoreReport, get_store, pick_snapshot, repo_folder
 from .events import event_record, store_change_publish
 from .model_facts import model_facts_ensure
 
@@ -54,6 +54,27 @@ def _reports(folders: list[str] | None) -> list[tuple[str, StoreReport]]:
     return list(merged.items())
 
 
+def _shards_missing(model: Model, repo: StoredRepo) -> list[str]:
+    """Return a warning when a snapshot holds some shards of a split GGUF entry, not all.
+
+    It names the repo folder, as every warning of a scoped reconcile does (the next scoped
+    reconcile of that folder replaces it).
+    """
+    shards = model.file_patterns
+    if not model.gguf_file or len(shards) < 2:
+        return []
+    best = max(repo.snapshots, key=lambda s: sum(name in s.files for name in shards), default=None)
+    present = [name for name in shards if best is not None and name in best.files]
+    if not present:
+        return []
+    missing = [name for name in shards if name not in present]
+    return [
+        f"{repo_folder(model.repo_id)}: {model.key} is incomplete: {len(present)} of "
+        f"{len(shards)} shards ({missing[0]} is missing); not installed until every shard "
+        "is there (download it again)."
+    ]
+
+
 def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -> ReconcileResult:
     """Bring Installation, UnmanagedRepo and the cache figures in line with the store on disk.
 
@@ -82,6 +103,7 @@ def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -
     managed_repo_ids = {m.repo_id for m in models}
 
     found: dict[int, dict] = {}
+    incomplete: list[str] = []  # split GGUF entries with some shards only: not installed
     for m in models:
         for location, report in reports:
             repo = report.repo(m.repo_id)
@@ -89,6 +111,7 @@ def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -
                 continue
             snapshot = pick_snapshot(repo, m.revision, m.file_patterns)
             if snapshot is None:
+                incomplete += _shards_missing(m, repo)
                 continue
             files = snapshot.match(m.file_patterns)
             found[m.id] = {
@@ -119,7 +142,7 @@ def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -
         {"path": p.path, "size": p.size, "modified": p.modified.isoformat()}
         for p in primary.partial_files
     ]
-    warnings = [w for _, report in reports for w in report.warnings]
+    warnings = [w for _, report in reports for w in report.warnings] + incomplete
     if scope is not None:
         # The other folders' partial files and warnings stay as the last scan saw them.
         partial_files = [

@@ -87,6 +87,11 @@ def path_matches(path: str, patterns: list[str]) -> bool:
     return False
 
 
+def exact_names(patterns: list[str]) -> list[str]:
+    """Return the patterns that name one file (no wildcard, not a folder)."""
+    return [p for p in patterns if not any(ch in p for ch in "*?[") and not p.endswith("/")]
+
+
 def _timestamp(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, tz=UTC) if value else None
 
@@ -192,10 +197,14 @@ def _download_in_progress(warning: Exception, root: Path) -> bool:
 def pick_snapshot(repo: StoredRepo, revision: str, patterns: list[str]) -> StoredSnapshot | None:
     """Return the snapshot that holds an entry: the one its revision points at, else the newest.
 
-    A snapshot qualifies only if it holds the entry's files and at least one weights file.
+    A snapshot qualifies only if it holds the entry's files (every file a pattern names
+    exactly: each shard of a split GGUF) and at least one weights file.
     """
+    exact = exact_names(patterns)
 
     def complete(snapshot: StoredSnapshot) -> bool:
+        if any(name not in snapshot.files for name in exact):
+            return False
         matched = snapshot.match(patterns)
         return any(f.path.endswith(WEIGHT_SUFFIXES) for f in matched)
 

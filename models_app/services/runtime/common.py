@@ -86,18 +86,22 @@ def _model_path(model: Model) -> str:
             f"{model.key} is not installed; download it before loading it.",
             details={"model": model.key},
         )
-    try:
-        path = get_store().snapshot_file(
-            installation.location, model.repo_id, installation.commit_hash, model.gguf_file
-        )
-    except ValueError:
-        path = None
-    if path is None or not path.is_file():
-        raise NotInstalled(
-            f"{model.key}'s file {model.gguf_file} is missing from the store; download it again.",
-            details={"model": model.key, "file": model.gguf_file},
-        )
-    return str(path)
+    # A split model loads by its first shard: llama.cpp opens the others beside it.
+    paths = []
+    for name in model.file_patterns:
+        try:
+            path = get_store().snapshot_file(
+                installation.location, model.repo_id, installation.commit_hash, name
+            )
+        except ValueError:
+            path = None
+        if path is None or not path.is_file():
+            raise NotInstalled(
+                f"{model.key}'s file {name} is missing from the store; download it again.",
+                details={"model": model.key, "file": name},
+            )
+        paths.append(path)
+    return str(paths[0])
 
 
 def runtime_estimate(*, model: Model, n_ctx: int, path: str | None = None) -> int:
@@ -105,7 +109,7 @@ def runtime_estimate(*, model: Model, n_ctx: int, path: str | None = None) -> in
     facts = model.gguf_facts or {}
     if not facts and path is not None:
         facts = gguf_facts(gguf_header_of(path))
-    return memory_estimate(facts=facts, n_ctx=n_ctx).total
+    return memory_estimate(facts=facts, n_ctx=n_ctx, file_size=model.download_size).total
 
 
 def _keep_alive(value: int | None) -> int:
