@@ -39,15 +39,19 @@ def export_start(*, model: Model, dest: str, mode: str = "copy", user=None) -> S
     Raise NotInstalled, InvalidInput (a mode), and the path errors of store/local.py for
     `dest` (off, "..", outside EXPORT_ROOTS, ERR_ALREADY_EXISTS when it exists).
     """
+    plan = export_plan(model=model, dest=dest, mode=mode)
+    return operation_start(model=model, kind=OperationKind.EXPORT, user=user, plan=plan)
+
+
+def export_plan(*, model: Model, dest: str, mode: str = "copy") -> dict:
+    """Check an export; return the plan of its operation (for a command run in the foreground)."""
     if mode not in EXPORT_MODES:
         raise InvalidInput(
             f"mode must be one of {', '.join(EXPORT_MODES)}.", details={"field": "mode"}
         )
-    store = get_store()
-    target = store.export_dest(dest)
     _installation(model)
-    plan = {"dest": str(target.path), "dest_name": target.name, "mode": mode}
-    return operation_start(model=model, kind=OperationKind.EXPORT, user=user, plan=plan)
+    target = get_store().export_dest(dest)
+    return {"dest": str(target.path), "dest_name": target.name, "mode": mode}
 
 
 @executor(OperationKind.EXPORT)

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 GGUF_TYPES = (ModelType.LLM, ModelType.EMBEDDING, ModelType.RERANKER)
 FOLDER_TYPES = (ModelType.EMBEDDING, ModelType.RERANKER, ModelType.SPLADE)
 FOLDER_WEIGHTS = (".safetensors", ".bin")
+# Keys that would shadow a route under /api/v1/models/.
+RESERVED_KEYS = frozenset({"import", "custom", "recommended"})
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -93,6 +95,10 @@ def _check_format(source: LocalPath, files: list[SourceFile], is_dir: bool, type
 
 def _slug(*, name: str, key: str | None) -> str:
     slug = key if key else slugify(name).replace("_", "-")
+    if slug in RESERVED_KEYS:
+        raise InvalidInput(
+            f"The key {slug} is reserved; give another name or key.", details={"field": "key"}
+        )
     if not slug or not re.match(MODEL_KEY_RE, slug) or len(slug) > 150:
         field = "key" if key else "name"
         raise InvalidInput(
@@ -113,6 +119,25 @@ def import_start(
     user=None,
 ) -> StartResult:
     """Check an import and queue it; the entry is written now, "not installed" until it ends.
+
+    See `import_prepare` for what is refused.
+    """
+    model, plan = import_prepare(path=path, type=type, name=name, key=key, mode=mode, user=user)
+    return operation_start(model=model, kind=OperationKind.IMPORT, user=user, plan=plan)
+
+
+def import_prepare(
+    *,
+    path: str,
+    type: str,
+    name: str,
+    key: str | None = None,
+    mode: str = "copy",
+    user=None,
+) -> tuple[Model, dict]:
+    """Check an import, write its entry; return the entry and the import operation's plan.
+
+    For `import_start`, and for a command that runs the operation in the foreground.
 
     Raise the path errors of store/local.py, FormatError (not a GGUF, a folder without
     config or weights), Incompatible (a type the format cannot be), InvalidInput (a mode,
@@ -189,7 +214,7 @@ def import_start(
             for f in files
         ],
     }
-    return operation_start(model=model, kind=OperationKind.IMPORT, user=user, plan=plan)
+    return model, plan
 
 
 @executor(OperationKind.IMPORT)
