@@ -47,15 +47,13 @@ def _start_response(result) -> Status:
     )
 
 
-@router.post(
-    "/models/import", response=responses({200: StartOut, 202: StartOut}, 404, 409, 422, 503)
-)
+@router.post("/models/import", response=responses({200: StartOut, 202: StartOut}, 404, 409, 422))
 def import_model(request, payload: ImportIn):
     """Import a GGUF file or a model folder under IMPORT_ROOTS as a new local entry (202).
 
     403 for a path outside IMPORT_ROOTS or a symlink leading out of one, 422 for '..', a
-    FIFO, device or socket, 409 ERR_FORMAT for what is neither a GGUF nor a model folder,
-    503 when IMPORT_ROOTS is empty (import is off).
+    FIFO, device or socket, 409 ERR_FORMAT for what is neither a GGUF nor a model folder;
+    403 too when IMPORT_ROOTS is empty (import is off).
     """
     result = import_start(
         path=payload.path,
@@ -69,13 +67,13 @@ def import_model(request, payload: ImportIn):
 
 
 @router.post(
-    "/models/{key}/export", response=responses({200: StartOut, 202: StartOut}, 404, 409, 422, 503)
+    "/models/{key}/export", response=responses({200: StartOut, 202: StartOut}, 404, 409, 422)
 )
 def export_model(request, key: ModelKey, payload: ExportIn):
     """Export an installed model's files and a manifest into a new directory (202).
 
     409 ERR_ALREADY_EXISTS when the directory exists, ERR_NOT_INSTALLED when the model is
-    not installed; 403 outside EXPORT_ROOTS; 503 when EXPORT_ROOTS is empty.
+    not installed; 403 outside EXPORT_ROOTS, or when EXPORT_ROOTS is empty (export is off).
     """
     model = selectors.model_get(key=key)
     result = export_start(model=model, dest=payload.dest, mode=payload.mode, user=request.auth)

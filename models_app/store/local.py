@@ -7,7 +7,7 @@ resolved root. What a message says of a path is its name relative to its root; a
 outside every root is never echoed.
 
 Error codes (stable, docs/models-from-anywhere.md):
-  the feature off (no root set) ............................ ERR_UNAVAILABLE 503
+  the feature off (no root set) ............................ ERR_FORBIDDEN 403
   a ".." component, a FIFO, device or socket, a bad mode .... ERR_INVALID 422
   a path outside every root, a symlink leading out of one ... ERR_FORBIDDEN 403
   nothing at the path ....................................... ERR_NOT_FOUND 404
@@ -31,7 +31,6 @@ from ..errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
 
 CHUNK = 4 * 1024 * 1024
@@ -84,7 +83,8 @@ def resolve_in_roots(
     """
     what = "Import" if setting == "IMPORT_ROOTS" else "Export"
     if not roots:
-        raise Unavailable(
+        # 403, not 503: nothing is down, the server is configured not to do this.
+        raise PermissionDenied(
             f"{what} is off: set {setting} to the directories it may use.",
             details={"setting": setting},
         )

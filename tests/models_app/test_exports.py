@@ -16,7 +16,6 @@ from models_app.errors import (
     InvalidInput,
     NotInstalled,
     PermissionDenied,
-    Unavailable,
 )
 from models_app.models import Operation
 from models_app.services.exports import export_start
@@ -132,7 +131,7 @@ def test_dest_outside_export_roots_refused(installed, export_root, tmp_path):
 
 def test_export_off_without_roots(installed, settings):
     settings.EXPORT_ROOTS = []
-    with pytest.raises(Unavailable, match="EXPORT_ROOTS"):
+    with pytest.raises(PermissionDenied, match="EXPORT_ROOTS"):
         export_start(model=installed, dest="/tmp/x")
 
 

@@ -19,7 +19,6 @@ from models_app.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
 from models_app.models import Installation, Model, Operation
 from models_app.services.imports import import_start
@@ -247,7 +246,7 @@ def test_missing_path(import_root):
 
 def test_import_off_without_roots(settings, tmp_path):
     settings.IMPORT_ROOTS = []
-    with pytest.raises(Unavailable, match=r"IMPORT_ROOTS"):
+    with pytest.raises(PermissionDenied, match=r"IMPORT_ROOTS"):
         import_start(path=str(tiny_gguf(tmp_path / "t.gguf")), type="llm", name="x")
 
 
@@ -386,7 +385,8 @@ def test_api_import_off(superuser_client, settings):
         {"path": "/x.gguf", "type": "llm", "name": "Off"},
         content_type="application/json",
     )
-    assert response.status_code == 503 and response.json()["code"] == "ERR_UNAVAILABLE"
+    assert response.status_code == 403 and response.json()["code"] == "ERR_FORBIDDEN"
+    assert "IMPORT_ROOTS" in response.json()["message"]
 
 
 def test_api_import_needs_a_superuser(user_client, import_root):
