@@ -22,12 +22,16 @@ from .services.runtime import RUNNABLE_TYPES
 
 UNSUCCESSFUL = (OperationState.FAILED, OperationState.CANCELLED, OperationState.INTERRUPTED)
 # Kinds whose failure matters while the model is installed (a download's, while it is not).
-INSTALLED_KINDS = (OperationKind.DELETE, OperationKind.LOAD, OperationKind.UNLOAD)
+INSTALLED_KINDS = (
+    OperationKind.DELETE, OperationKind.LOAD, OperationKind.UNLOAD, OperationKind.EXPORT,
+)  # fmt: skip
 OPERATION_STATUS = {
     OperationKind.DOWNLOAD: "Downloading",
     OperationKind.DELETE: "Deleting",
     OperationKind.LOAD: "Loading",
     OperationKind.UNLOAD: "Unloading",
+    OperationKind.IMPORT: "Importing",
+    OperationKind.EXPORT: "Exporting",
 }
 
 

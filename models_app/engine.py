@@ -15,6 +15,8 @@ from .models import Operation
 from .services import (  # noqa: F401  (each registers its executors)
     deletion,
     downloads,
+    exports,
+    imports,
     pruning,
     runtime,
 )

@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views, views_runtime
+from . import views, views_files, views_runtime
 from .constants import MODEL_KEY_RE
 
 
@@ -26,6 +26,7 @@ urlpatterns = [
     path("", views.models_page, name="page"),
     path("header/", views.models_header, name="header"),
     path("runtime/", views_runtime.models_runtime, name="runtime"),
+    path("import/", views_files.model_import, name="import"),
     path("<modelkey:key>/card/", views.model_card, name="card"),
     path("<modelkey:key>/download/", views.model_download, name="download"),
     path("<modelkey:key>/activate/", views.model_activate, name="activate"),
@@ -33,6 +34,7 @@ urlpatterns = [
     path("<modelkey:key>/load/", views_runtime.model_load, name="load"),
     path("<modelkey:key>/unload/", views_runtime.model_unload, name="unload"),
     path("<modelkey:key>/try/", views_runtime.model_try, name="try"),
+    path("<modelkey:key>/export/", views_files.model_export, name="export"),
     path("operations/<int:operation_id>/cancel/", views.operation_cancel, name="cancel"),
     path("operations/<int:operation_id>/retry/", views.operation_retry, name="retry"),
 ]

@@ -16,10 +16,10 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import hub, selectors
-from ..errors import Cancelled, DiskSpace
+from ..errors import Cancelled, DiskSpace, InvalidState
 from ..executors import executor
 from ..fetch import BlobSpec, RetryPolicy, fetch_blob
-from ..models import Installation, Model, Operation, OperationKind
+from ..models import Installation, Model, ModelSource, Operation, OperationKind
 from ..store import get_store, repo_folder
 from .cancellation import download_partials_discard
 from .model_facts import model_facts_ensure
@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 def download_start(*, model: Model, user=None) -> StartResult:
     """Queue a download of a model unless it is installed (see operation_start)."""
+    if model.source == ModelSource.LOCAL:
+        raise InvalidState(
+            f"{model.key} was imported from disk; it has nothing to download: import it again.",
+            details={"model": model.key},
+        )
 
     def installed() -> StartResult | None:
         if selectors.installed_in_store(model=model):

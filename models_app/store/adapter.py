@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from . import local
+from .local import ExportFile, LocalPath, SourceFile
 from .removal import Removal, plan_removal
 from .scan import StoreReport, repo_scan, store_scan
 
@@ -36,6 +38,8 @@ class Store:
     legacy_dir: Path | None = None  # a second cache, read only
     quota_bytes: int | None = None  # MODELS_MAX_BYTES: what the store may hold at most
     min_free_bytes: int = 0  # MIN_FREE_BYTES: free disk prune keeps on its filesystem
+    import_roots: tuple[Path, ...] = ()  # IMPORT_ROOTS: where imports may read (none: off)
+    export_roots: tuple[Path, ...] = ()  # EXPORT_ROOTS: where exports may write (none: off)
 
     # --- where things are ---------------------------------------------------------------
 
@@ -205,6 +209,59 @@ class Store:
                 removed.append(self.relative(path))
         return removed, freed
 
+    # --- local files in and out (store/local.py) ---------------------------------------
+
+    LOCAL_NAMESPACE = "local"
+
+    def local_repo_id(self, slug: str) -> str:
+        """Return the repo id of an imported model: `local/<slug>` (models--local--<slug>)."""
+        return f"{self.LOCAL_NAMESPACE}/{slug}"
+
+    def import_source(self, raw: str) -> tuple[LocalPath, list[SourceFile], bool]:
+        """Resolve a path to import under IMPORT_ROOTS; return it, its files and is-a-folder."""
+        source = local.resolve_in_roots(raw, self.import_roots, setting="IMPORT_ROOTS")
+        if source.path.is_dir():
+            return source, local.folder_files(source), True
+        size = source.path.stat().st_size
+        return source, [SourceFile(path=source.path, name=source.path.name, size=size)], False
+
+    def on_store_filesystem(self, path: Path) -> bool:
+        """Return True when a path is on the filesystem of the store (hardlinks can reach)."""
+        return local.same_filesystem(path, self.hub_dir)
+
+    def place_blob(self, repo_id: str, source: Path, mode: str, *, tmp_name: str, on_bytes) -> str:
+        """Place a local file as a blob of a repo by mode (store/local.place_blob); its sha256."""
+        blobs = self._repo(repo_id) / "blobs"
+        return local.place_blob(blobs, source, mode, tmp_name=tmp_name, on_bytes=on_bytes)
+
+    def local_repo_discard(self, repo_id: str) -> None:
+        """Remove a local repo's folder whole (a failed or cancelled first import).
+
+        Only a repo of the local namespace: no hub download is ever removed this way.
+        rmtree never follows symlinks, so a symlink-mode blob's original stays.
+        """
+        if not repo_id.startswith(f"{self.LOCAL_NAMESPACE}/"):
+            raise ValueError(f"{repo_id} is not a local repo")
+        shutil.rmtree(self._repo(repo_id), ignore_errors=True)
+
+    def export_dest(self, raw: str) -> LocalPath:
+        """Resolve a new export directory under EXPORT_ROOTS; it must not exist."""
+        return local.resolve_in_roots(raw, self.export_roots, setting="EXPORT_ROOTS", exists=False)
+
+    def export_files(
+        self, location: str, repo_id: str, commit_hash: str, paths: list[str]
+    ) -> list[ExportFile]:
+        """Return an installed snapshot's files to export, with their sizes."""
+        files = []
+        for path in paths:
+            source = self.snapshot_file(location, repo_id, commit_hash, path)
+            files.append(ExportFile(path=path, source=source, size=source.stat().st_size))
+        return files
+
+    def export_write(self, dest: LocalPath, files: list[ExportFile], **kwargs) -> list[dict]:
+        """Write an export into a new directory (store/local.export_write)."""
+        return local.export_write(dest, files, **kwargs)
+
     # --- what clients may see -----------------------------------------------------------
 
     def redact(self, text: str) -> str:
@@ -234,11 +291,14 @@ def get_store() -> Store:
         legacy_dir=Path(legacy) if legacy else None,
         quota_bytes=settings.MODELS_MAX_BYTES,
         min_free_bytes=settings.MIN_FREE_BYTES,
+        import_roots=tuple(Path(p) for p in settings.IMPORT_ROOTS),
+        export_roots=tuple(Path(p) for p in settings.EXPORT_ROOTS),
     )
 
 
 STORE_SETTINGS = frozenset(
     {"MODELS_DIR", "MODELS_HUB_DIR", "LEGACY_HUB_DIR", "MODELS_MAX_BYTES", "MIN_FREE_BYTES"}
+    | {"IMPORT_ROOTS", "EXPORT_ROOTS"}
 )
 
 

@@ -52,7 +52,9 @@ def queued_task_count() -> int:
 
 
 def test_every_kind_with_work_today_has_an_executor():
-    assert executors.registered_kinds() == ["download", "delete", "prune", "load", "unload"]
+    assert executors.registered_kinds() == [
+        "download", "delete", "prune", "import", "export", "load", "unload",
+    ]  # fmt: skip
     assert executors.executor_for("prune").scope == "store"
     assert executors.executor_for("verify") is None
 
