@@ -12,6 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from collections_app.api import router as collections_router
 from config.auth import api_auth
 from models_app.api import router as models_router
+from models_app.api_maintenance import router as maintenance_router
 from models_app.api_runtime import router as runtime_router
 from models_app.api_status import router as status_router
 from models_app.errors import ModelyardError, error_body
@@ -32,6 +33,7 @@ api.add_router("/", models_router)
 api.add_router("/", collections_router)
 api.add_router("/", status_router)
 api.add_router("/", runtime_router)
+api.add_router("/", maintenance_router)
 
 
 def _error(request, status: int, code: str, message: str, details=None):

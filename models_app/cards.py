@@ -22,12 +22,18 @@ from .services.runtime import RUNNABLE_TYPES
 
 UNSUCCESSFUL = (OperationState.FAILED, OperationState.CANCELLED, OperationState.INTERRUPTED)
 # Kinds whose failure matters while the model is installed (a download's, while it is not).
-INSTALLED_KINDS = (OperationKind.DELETE, OperationKind.LOAD, OperationKind.UNLOAD)
+INSTALLED_KINDS = (
+    OperationKind.DELETE, OperationKind.LOAD, OperationKind.UNLOAD,
+    OperationKind.VERIFY, OperationKind.REPAIR, OperationKind.UPDATE,
+)  # fmt: skip
 OPERATION_STATUS = {
     OperationKind.DOWNLOAD: "Downloading",
     OperationKind.DELETE: "Deleting",
     OperationKind.LOAD: "Loading",
     OperationKind.UNLOAD: "Unloading",
+    OperationKind.VERIFY: "Verifying",
+    OperationKind.REPAIR: "Repairing",
+    OperationKind.UPDATE: "Updating",
 }
 
 
@@ -57,6 +63,18 @@ class Card:
     @property
     def deletable(self) -> bool:
         return self.installed and self.installation.location == "primary"
+
+    @property
+    def damaged_files(self) -> list[str]:
+        """Return the files the last verify found damaged (Repair fetches them again)."""
+        return list(self.installation.damaged_files) if self.installed else []
+
+    @property
+    def update_files(self) -> list[str]:
+        """Return the files an available update changes ([] when there is none)."""
+        if not self.installed or not self.installation.update_commit:
+            return []
+        return [f.get("path", "") for f in self.installation.update_files]
 
     @property
     def memory(self) -> list[dict]:
@@ -98,6 +116,8 @@ class Card:
             if op.state == OperationState.QUEUED:
                 return f"{op.get_kind_display()} queued"
             return OPERATION_STATUS.get(op.kind, f"{op.get_kind_display()} running")
+        if self.damaged_files:
+            return "Damaged: " + ", ".join(self.damaged_files)
         if self.installed:
             return "Installed" if self.deletable else "Installed (legacy cache, read-only)"
         return "Available"
