@@ -250,3 +250,46 @@ def test_command_prints_each_check(hub, embed, isolated_store, capsys):
     captured = capsys.readouterr()
     assert "✗ file integrity: tokenizer.json" in captured.out
     assert "ERR_CHECKSUM" in captured.err
+
+
+# --- the page and the admin -------------------------------------------------------------
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def test_page_verify_then_repair(hub, embed, isolated_store, superuser_client):
+    install(embed)
+    card = superuser_client.get(reverse("models:card", args=[embed.key])).content.decode()
+    assert 'data-testid="verify"' in card and 'data-testid="repair"' not in card
+    flip_byte(blob_of(isolated_store, embed, "model.safetensors"), 5)
+    response = superuser_client.post(reverse("models:verify", args=[embed.key]), **HTMX)
+    assert response.status_code == 200
+    assert "Verify queued" in response.content.decode()
+    op = Operation.objects.get(model=embed, kind="verify")
+    operation_run(operation_id=op.id)
+    card = superuser_client.get(reverse("models:card", args=[embed.key])).content.decode()
+    assert "Damaged: model.safetensors" in card and "ERR_CHECKSUM" in card
+    response = superuser_client.post(reverse("models:repair", args=[embed.key]), **HTMX)
+    assert response.status_code == 200
+    op = Operation.objects.get(model=embed, kind="repair")
+    assert operation_run(operation_id=op.id) == "succeeded"
+    card = superuser_client.get(reverse("models:card", args=[embed.key])).content.decode()
+    assert 'data-testid="damaged"' not in card
+
+
+def test_page_verify_of_a_model_that_is_not_installed_shows_the_error(embed, superuser_client):
+    response = superuser_client.post(reverse("models:verify", args=[embed.key]), **HTMX)
+    assert response.status_code == 409
+    assert "ERR_NOT_INSTALLED" in response.content.decode()
+
+
+def test_admin_verify_action(hub, embed, superuser_client):
+    install(embed)
+    response = superuser_client.post(
+        reverse("admin:models_app_model_changelist"),
+        {"action": "verify_selected", "_selected_action": [embed.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert Operation.objects.filter(model=embed, kind="verify", state="queued").exists()
+    assert "Verify of" in response.content.decode()
