@@ -218,3 +218,23 @@ def test_commands_update_check_and_update(hub, model, capsys):
     assert "Updated to" in out and "model.safetensors" in out
     call_command("models", "update-check", model.key)
     assert f"{model.key}: no update (up to date)" in capsys.readouterr().out
+
+
+def test_updating_one_entry_of_a_shared_repo_keeps_the_other_entrys_files(hub, isolated_store):
+    repo_id = f"acme/update-gguf-{uuid.uuid4().hex[:8]}"
+    make_repo(hub.root, repo_id, {"a.gguf": 64 * 1024, "b.gguf": 96 * 1024})
+    a = ModelFactory(key="upd-a", repo_id=repo_id, type="llm", gguf_file="a.gguf")
+    b = ModelFactory(key="upd-b", repo_id=repo_id, type="llm", gguf_file="b.gguf")
+    install(a)
+    old = install(b).commit_hash
+    b_blob = (folder(isolated_store, b) / "snapshots" / old / "b.gguf").resolve()
+    rewrite(hub, repo_id, a__gguf=64 * 1024)
+    assert services.update_check(model=b).available is False  # b.gguf did not change
+    assert services.update_check(model=a).available
+    op = run(services.update_start(model=a))
+    assert op.state == "succeeded", op.error_message
+    assert hub.bytes_sent("b.gguf") == 96 * 1024  # its one download, nothing more
+    assert Installation.objects.get(model=a).commit_hash == hub.repo_commit(repo_id)
+    assert Installation.objects.get(model=b).commit_hash == old  # still where it was
+    assert b_blob.exists()
+    assert not (folder(isolated_store, a) / "snapshots" / old / "a.gguf").exists()
