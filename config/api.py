@@ -13,6 +13,7 @@ from collections_app.api import router as collections_router
 from config.auth import api_auth
 from models_app.api import router as models_router
 from models_app.api_files import router as files_router
+from models_app.api_maintenance import router as maintenance_router
 from models_app.api_runtime import router as runtime_router
 from models_app.api_status import router as status_router
 from models_app.errors import ModelyardError, error_body
@@ -35,6 +36,7 @@ api.add_router("/", models_router)
 api.add_router("/", collections_router)
 api.add_router("/", status_router)
 api.add_router("/", runtime_router)
+api.add_router("/", maintenance_router)
 
 
 def _error(request, status: int, code: str, message: str, details=None):

@@ -98,6 +98,7 @@ class ModelAdmin(admin.ModelAdmin):
     readonly_fields = ["source", "in_registry", "registry_file", "created_at", "updated_at"]
     actions = [
         "download_selected", "delete_files", "activate_selected", "reconcile_store", "prune_store",
+        "verify_selected", "repair_selected", "update_check_selected", "update_selected",
     ]  # fmt: skip
     list_per_page = 50
 
@@ -192,6 +193,39 @@ class ModelAdmin(admin.ModelAdmin):
             text += " The Operations list shows it and each delete it makes."
         self.message_user(request, text, LEVELS[level])
         return None
+
+    @admin.action(description="Verify selected models (hash every file again)")
+    def verify_selected(self, request, queryset):
+        self._start_each(request, queryset, "verify", services.verify_start)
+
+    @admin.action(description="Repair selected models (fetch damaged files again)")
+    def repair_selected(self, request, queryset):
+        self._start_each(request, queryset, "repair", services.repair_start)
+
+    @admin.action(description="Update selected models (fetch changed files)")
+    def update_selected(self, request, queryset):
+        self._start_each(request, queryset, "update", services.update_start)
+
+    @admin.action(description="Check selected models for updates (asks the Hub now)")
+    def update_check_selected(self, request, queryset):
+        each_through_service(
+            self, request, queryset,
+            verb="check for updates of",
+            call=lambda m: services.update_check(model=m),
+            key=lambda m: m.key,
+            done=lambda m, found: f"{m.key}: "
+            + ("update available" if found.available else "no update")
+            + f" ({found.reason}).",
+        )  # fmt: skip
+
+    def _start_each(self, request, queryset, verb, start):
+        each_through_service(
+            self, request, queryset,
+            verb=verb,
+            call=lambda m: start(model=m, user=request.user),
+            key=lambda m: m.key,
+            label=lambda m: m.name,
+        )  # fmt: skip
 
     def get_actions(self, request):
         # Django's bulk delete would remove rows behind the usage preflight's back.

@@ -24,6 +24,7 @@ UNSUCCESSFUL = (OperationState.FAILED, OperationState.CANCELLED, OperationState.
 # Kinds whose failure matters while the model is installed (a download's, while it is not).
 INSTALLED_KINDS = (
     OperationKind.DELETE, OperationKind.LOAD, OperationKind.UNLOAD, OperationKind.EXPORT,
+    OperationKind.VERIFY, OperationKind.REPAIR, OperationKind.UPDATE,
 )  # fmt: skip
 OPERATION_STATUS = {
     OperationKind.DOWNLOAD: "Downloading",
@@ -32,6 +33,9 @@ OPERATION_STATUS = {
     OperationKind.UNLOAD: "Unloading",
     OperationKind.IMPORT: "Importing",
     OperationKind.EXPORT: "Exporting",
+    OperationKind.VERIFY: "Verifying",
+    OperationKind.REPAIR: "Repairing",
+    OperationKind.UPDATE: "Updating",
 }
 
 
@@ -61,6 +65,18 @@ class Card:
     @property
     def deletable(self) -> bool:
         return self.installed and self.installation.location == "primary"
+
+    @property
+    def damaged_files(self) -> list[str]:
+        """Return the files the last verify found damaged (Repair fetches them again)."""
+        return list(self.installation.damaged_files) if self.installed else []
+
+    @property
+    def update_files(self) -> list[str]:
+        """Return the files an available update changes ([] when there is none)."""
+        if not self.installed or not self.installation.update_commit:
+            return []
+        return [f.get("path", "") for f in self.installation.update_files]
 
     @property
     def memory(self) -> list[dict]:
@@ -105,6 +121,8 @@ class Card:
             if op.state == OperationState.QUEUED:
                 return f"{op.get_kind_display()} queued"
             return OPERATION_STATUS.get(op.kind, f"{op.get_kind_display()} running")
+        if self.damaged_files:
+            return "Damaged: " + ", ".join(self.damaged_files)
         if self.installed:
             return "Installed" if self.deletable else "Installed (legacy cache, read-only)"
         return "Available"

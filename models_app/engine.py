@@ -19,6 +19,8 @@ from .services import (  # noqa: F401  (each registers its executors)
     imports,
     pruning,
     runtime,
+    updates,
+    verification,
 )
 from .services.execution import operation_execute
 from .services.operations import operation_begin, operation_claim

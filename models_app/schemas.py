@@ -25,6 +25,13 @@ class InstallationOut(Schema):
     use_count: int
     pinned: bool
     reconciled_at: datetime
+    # The last verify's checks ({name, passed, message}) and the files it found damaged.
+    verify_checks: list[dict[str, Any]]
+    damaged_files: list[str]
+    # The last update check: the Hub's commit and the entry's files it changes, when any.
+    update_checked_at: datetime | None
+    update_commit: str
+    update_files: list[dict[str, Any]]
 
 
 class HardwareFitOut(BaseModel):

@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views, views_files, views_runtime
+from . import views, views_files, views_runtime, views_verify
 from .constants import MODEL_KEY_RE
 
 
@@ -35,6 +35,9 @@ urlpatterns = [
     path("<modelkey:key>/unload/", views_runtime.model_unload, name="unload"),
     path("<modelkey:key>/try/", views_runtime.model_try, name="try"),
     path("<modelkey:key>/export/", views_files.model_export, name="export"),
+    path("<modelkey:key>/verify/", views_verify.model_verify, name="verify"),
+    path("<modelkey:key>/repair/", views_verify.model_repair, name="repair"),
+    path("<modelkey:key>/update/", views_verify.model_update, name="update"),
     path("operations/<int:operation_id>/cancel/", views.operation_cancel, name="cancel"),
     path("operations/<int:operation_id>/retry/", views.operation_retry, name="retry"),
 ]

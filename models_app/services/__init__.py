@@ -21,12 +21,15 @@ from .pruning import PrunePlan, partials_cleanup, prune_plan, prune_start
 from .reconcile import ReconcileResult, store_reconcile
 from .registry_sync import SyncResult, registry_sync
 from .tokens import api_token_authenticate, api_token_create, api_token_set_revoked
+from .updates import UpdateCheck, update_check, update_checks_due, update_start
+from .verification import repair_start, verify_start
 
 __all__ = [
     "PrunePlan",
     "ReconcileResult",
     "StartResult",
     "SyncResult",
+    "UpdateCheck",
     "api_token_authenticate",
     "api_token_create",
     "api_token_set_revoked",
@@ -46,6 +49,11 @@ __all__ = [
     "prune_plan",
     "prune_start",
     "registry_sync",
+    "repair_start",
     "store_reconcile",
     "unmanaged_delete",
+    "update_check",
+    "update_checks_due",
+    "update_start",
+    "verify_start",
 ]

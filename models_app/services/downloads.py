@@ -57,14 +57,17 @@ def retry_policy() -> RetryPolicy:
     )
 
 
-def _plan(op: Operation, policy: RetryPolicy, reporter: ProgressReporter) -> hub.DownloadPlan:
-    """Make the plan, retrying transient hub faults with the download's backoff."""
+def plan_retried(
+    op: Operation, policy: RetryPolicy, reporter: ProgressReporter, *, revision: str | None = None
+) -> hub.DownloadPlan:
+    """Make the plan of the model's revision (or of `revision`), retrying transient hub faults
+    with the download's backoff."""
     model = op.model
     for attempt in range(1, policy.attempts + 1):
         try:
             return hub.plan_download(
                 repo_id=model.repo_id,
-                revision=model.revision,
+                revision=revision or model.revision,
                 patterns=model.file_patterns,
                 endpoint=settings.HF_ENDPOINT,
                 token=settings.HF_TOKEN,
@@ -143,25 +146,35 @@ def download_execute(op: Operation) -> dict:
         ) from None
 
 
-def _download(op: Operation) -> dict:
+def planned_files_fetch(
+    op: Operation,
+    plan: hub.DownloadPlan,
+    files: list[hub.PlannedFile],
+    *,
+    reporter: ProgressReporter,
+    policy: RetryPolicy,
+) -> int:
+    """Fetch the blobs of these planned files that the store lacks; return the wire bytes.
+
+    Record the plan on the row (its files, commit and total), check the disk first, then
+    fetch in parallel, verified, with progress and cancel. A download fetches every file
+    of its plan, an update the same (blobs it has are skipped), a repair the damaged ones
+    (their blobs removed first). Links and refs are the caller's.
+    """
     model = op.model
     store = get_store()
-    policy = retry_policy()
-    reporter = ProgressReporter(op)
-    started = time.monotonic()
-
-    plan = _plan(op, policy, reporter)
-    op.bytes_total = plan.total_bytes
+    total = sum(f.size for f in files)
+    op.bytes_total = total
     op.commit_hash = plan.commit_hash
     Operation.objects.filter(pk=op.pk).update(
-        plan=[f.as_dict() for f in plan.files],
+        plan=[f.as_dict() for f in files],
         commit_hash=plan.commit_hash,
-        bytes_total=plan.total_bytes,
+        bytes_total=total,
         updated_at=Now(),
     )
     store.prepare_repo(model.repo_id)
 
-    unique = {f.blob_id: f for f in plan.files}  # same content under two names: fetch once
+    unique = {f.blob_id: f for f in files}  # same content under two names: fetch once
     done = {
         blob_id: f.size
         if store.has_blob(model.repo_id, blob_id)
@@ -171,73 +184,84 @@ def _download(op: Operation) -> dict:
     pending = [f for b, f in unique.items() if not store.has_blob(model.repo_id, b)]
     reporter.tick(sum(done.values()), force=True)
     _disk_preflight(pending, op, reporter)
+    if not pending:
+        return 0
 
     cancel = threading.Event()
     headers = hub.request_headers(token=settings.HF_TOKEN)
     session = hub.http_session()
-    wire_bytes = 0
-    if pending:
-        retries = dict.fromkeys(unique, 0)  # further requests of each blob after a fault
-        counted = 0
+    retries = dict.fromkeys(unique, 0)  # further requests of each blob after a fault
+    counted = 0
 
-        def fetch(f: hub.PlannedFile) -> int:
-            def on_progress(n: int, blob_id=f.blob_id) -> None:
-                done[blob_id] = n  # one slot per thread: no lock needed
+    def fetch(f: hub.PlannedFile) -> int:
+        def on_progress(n: int, blob_id=f.blob_id) -> None:
+            done[blob_id] = n  # one slot per thread: no lock needed
 
-            def on_retry(blob_id=f.blob_id) -> None:
-                retries[blob_id] += 1  # one slot per thread, as above
+        def on_retry(blob_id=f.blob_id) -> None:
+            retries[blob_id] += 1  # one slot per thread, as above
 
-            return fetch_blob(
-                session=session,
-                spec=BlobSpec(
-                    url=f.url,
-                    path=f.path,
-                    size=f.size,
-                    sha256=f.sha256,
-                    git_oid=f.git_oid,
-                    pinned_sha256=(model.sha256 or {}).get(f.path),
-                ),
-                partial=store.partial_path(model.repo_id, f.blob_id),
-                final=store.blob_path(model.repo_id, f.blob_id),
-                headers=headers,
-                policy=policy,
-                on_progress=on_progress,
-                cancel=cancel,
-                on_retry=on_retry,
-            )
+        return fetch_blob(
+            session=session,
+            spec=BlobSpec(
+                url=f.url,
+                path=f.path,
+                size=f.size,
+                sha256=f.sha256,
+                git_oid=f.git_oid,
+                pinned_sha256=(model.sha256 or {}).get(f.path),
+            ),
+            partial=store.partial_path(model.repo_id, f.blob_id),
+            final=store.blob_path(model.repo_id, f.blob_id),
+            headers=headers,
+            policy=policy,
+            on_progress=on_progress,
+            cancel=cancel,
+            on_retry=on_retry,
+        )
 
-        workers = max(1, min(settings.DOWNLOAD_PARALLEL_FILES, len(pending)))
-        lost = None
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-            futures = [pool.submit(fetch, f) for f in pending]
-            while True:
-                finished, running = wait(
-                    futures, timeout=settings.OPERATION_PROGRESS_INTERVAL,
-                    return_when=FIRST_EXCEPTION,
-                )  # fmt: skip
-                if any(f.exception() for f in finished):
-                    cancel.set()  # one file failed for good: stop the others, keep partials
-                total_retries = sum(retries.values())
-                reporter.retried(total_retries - counted)  # the fetch threads never write
-                counted = total_retries
-                try:
-                    reporter.tick(sum(done.values()), force=not running)
-                except LostOwnership as exc:
-                    lost = exc
-                    cancel.set()
-                if reporter.cancel_requested:
-                    cancel.set()
-                if not running:
-                    break
-        if lost is not None:
-            raise lost
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        real = [e for e in errors if not isinstance(e, Cancelled)]
-        if real:
-            raise real[0]
-        if errors or reporter.cancel_requested:
-            raise Cancelled("Cancelled; the partial files stay for a later resume.")
-        wire_bytes = sum(f.result() for f in futures)
+    workers = max(1, min(settings.DOWNLOAD_PARALLEL_FILES, len(pending)))
+    lost = None
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+        futures = [pool.submit(fetch, f) for f in pending]
+        while True:
+            finished, running = wait(
+                futures, timeout=settings.OPERATION_PROGRESS_INTERVAL,
+                return_when=FIRST_EXCEPTION,
+            )  # fmt: skip
+            if any(f.exception() for f in finished):
+                cancel.set()  # one file failed for good: stop the others, keep partials
+            total_retries = sum(retries.values())
+            reporter.retried(total_retries - counted)  # the fetch threads never write
+            counted = total_retries
+            try:
+                reporter.tick(sum(done.values()), force=not running)
+            except LostOwnership as exc:
+                lost = exc
+                cancel.set()
+            if reporter.cancel_requested:
+                cancel.set()
+            if not running:
+                break
+    if lost is not None:
+        raise lost
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    real = [e for e in errors if not isinstance(e, Cancelled)]
+    if real:
+        raise real[0]
+    if errors or reporter.cancel_requested:
+        raise Cancelled("Cancelled; the partial files stay for a later resume.")
+    return sum(f.result() for f in futures)
+
+
+def _download(op: Operation) -> dict:
+    model = op.model
+    store = get_store()
+    policy = retry_policy()
+    reporter = ProgressReporter(op)
+    started = time.monotonic()
+
+    plan = plan_retried(op, policy, reporter)
+    wire_bytes = planned_files_fetch(op, plan, plan.files, reporter=reporter, policy=policy)
 
     for f in plan.files:
         store.link_snapshot(model.repo_id, plan.commit_hash, f.path, f.blob_id)

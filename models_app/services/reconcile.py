@@ -180,7 +180,8 @@ def store_reconcile(*, folders: list[str] | None = None, publish: bool = True) -
                 for name, value in values.items():
                     setattr(row, name, value)
                 row.reconciled_at = now
-                row.save()
+                # Only what the scan knows: the last verify and update check stay.
+                row.save(update_fields=[*values, "reconciled_at"])
         for model_id, row in existing.items():
             row.delete()
             result.uninstalled.append(keys.get(model_id, str(model_id)))

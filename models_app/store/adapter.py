@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from . import local
 from .local import ExportFile, LocalPath, SourceFile
-from .removal import Removal, plan_removal
+from .removal import Removal, plan_removal, plan_snapshot_removal
 from .scan import StoreReport, repo_scan, store_scan
 
 PRIMARY, LEGACY = "primary", "legacy"  # StoreLocation's values; models.py imports nothing here
@@ -83,6 +83,21 @@ class Store:
             raise ValueError(f"no such snapshot file: {path!r} in {location}")
         return root / repo_folder(repo_id) / "snapshots" / commit_hash / relative
 
+    def snapshot_blob(
+        self, location: str, repo_id: str, commit_hash: str, path: str
+    ) -> tuple[Path, str | None]:
+        """Return an installed file to read and the id of the blob its link points at.
+
+        The blob id is the name the file was stored under (the LFS sha256, or the git blob
+        id of a small file): the digest recorded at download. None for a plain file that
+        is not a link into blobs/. Raise ValueError as `snapshot_file` does.
+        """
+        link = self.snapshot_file(location, repo_id, commit_hash, path)
+        if not link.is_symlink():
+            return link, None
+        target = Path(os.path.normpath(link.parent / os.readlink(link)))
+        return link, target.name if target.parent.name == "blobs" else None
+
     def relative(self, path: Path | str) -> str:
         """Return a path inside the store as the store-relative POSIX name clients see."""
         return Path(path).relative_to(self.hub_dir).as_posix()
@@ -140,6 +155,15 @@ class Store:
         """Plan removing an entry's files (see store.removal); reads one repo folder only."""
         return plan_removal(self._repo(repo_id, repo_type), patterns, keep_patterns)
 
+    def plan_snapshot_removal(
+        self, repo_id: str, commit_hash: str, patterns: list[str], keep_patterns: list[list[str]]
+    ) -> Removal:
+        """Plan removing one snapshot's files of an entry, after its revision moved on (update).
+
+        Files other entries use stay; a blob goes only when no remaining link points at it.
+        """
+        return plan_snapshot_removal(self._repo(repo_id), commit_hash, patterns, keep_patterns)
+
     # --- writing ------------------------------------------------------------------------
 
     def ensure(self) -> None:
@@ -173,6 +197,18 @@ class Store:
         tmp = ref.with_name(f".{ref.name}.tmp")
         tmp.write_text(commit_hash)
         os.replace(tmp, ref)
+
+    def blob_remove(self, repo_id: str, blob_id: str) -> bool:
+        """Remove a blob of a repo (a damaged one, before a repair fetches it again).
+
+        Return True if it was there. Only a blob id names a file: nothing else is removed.
+        """
+        if not blob_id or "/" in blob_id or blob_id.startswith(".") or "incomplete" in blob_id:
+            raise ValueError(f"not a blob id: {blob_id!r}")
+        path = self.blob_path(repo_id, blob_id)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
 
     def partials_remove(self, names: list[str]) -> list[str]:
         """Remove partial files named relative to the store; return the names removed."""

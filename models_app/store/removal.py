@@ -104,3 +104,40 @@ def plan_removal(base: Path, patterns: list[str], keep_patterns: list[list[str]]
     removal.blobs = sorted(b for b in doomed if b not in kept_blobs)
     removal.bytes_freed = sum(doomed[b] for b in removal.blobs)
     return removal
+
+
+def plan_snapshot_removal(
+    base: Path, commit_hash: str, patterns: list[str], keep_patterns: list[list[str]]
+) -> Removal:
+    """Plan removing an entry's files from one snapshot of a repo folder (an old commit).
+
+    With no other entry in the repo (`keep_patterns` empty) the whole snapshot goes; else
+    only the files this entry matches and no other does. A blob is removed only when no
+    file left in any snapshot still points at it.
+    """
+    removal = Removal(repo_folder=base)
+    snapshot = base / "snapshots" / commit_hash
+    if not snapshot.is_dir() or not commit_hash or "/" in commit_hash or commit_hash[0] == ".":
+        return removal
+    try:
+        repo = _scan_cached_repo(base)
+    except CorruptedCacheException:
+        return removal
+    doomed: dict[Path, int] = {}
+    kept_blobs = set()
+    for rev in repo.revisions:
+        for f in rev.files:
+            path = f.file_path.relative_to(rev.snapshot_path).as_posix()
+            old = rev.commit_hash == commit_hash
+            mine = not keep_patterns or (
+                path_matches(path, patterns)
+                and not any(path_matches(path, keep) for keep in keep_patterns)
+            )
+            if old and mine:
+                removal.files.append(f.file_path)
+                doomed[f.blob_path] = f.size_on_disk
+            else:
+                kept_blobs.add(f.blob_path)
+    removal.blobs = sorted(b for b in doomed if b not in kept_blobs)
+    removal.bytes_freed = sum(doomed[b] for b in removal.blobs)
+    return removal

@@ -57,7 +57,10 @@
     if (op.cancel_requested) return "Cancelling…";
     if (op.state === "queued") return kind + " queued";
     return (
-      { download: "Downloading", delete: "Deleting", load: "Loading", unload: "Unloading" }[op.kind] ||
+      {
+        download: "Downloading", delete: "Deleting", load: "Loading", unload: "Unloading",
+        verify: "Verifying", repair: "Repairing", update: "Updating",
+      }[op.kind] ||
       kind + " running"
     );
   }
