@@ -12,6 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from collections_app.api import router as collections_router
 from config.auth import api_auth
 from models_app.api import router as models_router
+from models_app.api_custom import router as custom_router
 from models_app.api_runtime import router as runtime_router
 from models_app.api_status import router as status_router
 from models_app.errors import ModelyardError, error_body
@@ -28,6 +29,8 @@ api = NinjaAPI(
     auth=api_auth,
     docs_url="/docs",
 )
+# Before the models router: /models/custom... would otherwise be taken for a model key.
+api.add_router("/", custom_router)
 api.add_router("/", models_router)
 api.add_router("/", collections_router)
 api.add_router("/", status_router)

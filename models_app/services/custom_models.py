@@ -110,15 +110,17 @@ def _listing(repo_id: str, revision: str) -> hub.RepoListing:
 
 
 def _check_repo_id(repo_id: str, revision: str) -> None:
+    """Refuse what cannot name a repo on the hub: NotFound, as the hub would answer."""
     if not isinstance(repo_id, str) or not re.match(REPO_ID_RE, repo_id) or len(repo_id) > 200:
-        raise InvalidInput(
-            f"{repo_id!r} is not a Hub repo id (owner/name, e.g. BAAI/bge-small-en-v1.5).",
-            details={"field": "repo_id"},
+        raise NotFound(
+            f"{repo_id!r} is no repo on the Hub: a repo id is owner/name, e.g. "
+            "BAAI/bge-small-en-v1.5.",
+            details={"repo_id": repo_id},
         )
     if not revision or len(revision) > 100 or CONTROL.search(revision) or " " in revision:
-        raise InvalidInput(
-            "The revision must be a branch, tag or commit (at most 100 characters).",
-            details={"field": "revision"},
+        raise NotFound(
+            f"{revision!r} is no revision of {repo_id}: a revision is a branch, a tag or a commit.",
+            details={"revision": revision},
         )
 
 
