@@ -18,8 +18,8 @@ from models_app.services.custom_models import (
     custom_model_add,
     custom_model_remove,
     custom_repo_inspect,
-    quantization_of,
 )
+from models_app.services.custom_repo import quantization_of
 from tests.custom_hub import (  # noqa: F401 (fixtures)
     BIG_PAYLOAD,
     BIG_REPO,
