@@ -12,6 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from collections_app.api import router as collections_router
 from config.auth import api_auth
 from models_app.api import router as models_router
+from models_app.api_custom import router as custom_router
 from models_app.api_files import router as files_router
 from models_app.api_maintenance import router as maintenance_router
 from models_app.api_runtime import router as runtime_router
@@ -32,6 +33,8 @@ api = NinjaAPI(
 )
 # Before the models router: POST /models/import must not fall to /models/{key}.
 api.add_router("/", files_router)
+# Before the models router: /models/custom... would otherwise be taken for a model key.
+api.add_router("/", custom_router)
 api.add_router("/", models_router)
 api.add_router("/", collections_router)
 api.add_router("/", status_router)

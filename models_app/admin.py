@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from . import selectors, services
+from .admin_custom import CustomEntryAdminMixin
 from .errors import ModelyardError
 from .models import (
     ActiveModel,
@@ -79,7 +80,7 @@ class InstalledFilter(admin.SimpleListFilter):
 
 
 @admin.register(Model)
-class ModelAdmin(admin.ModelAdmin):
+class ModelAdmin(CustomEntryAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "key",
@@ -92,10 +93,16 @@ class ModelAdmin(admin.ModelAdmin):
         "active_display",
         "recommended",
         "source",
+        "added_by",
     ]
     list_filter = ["type", InstalledFilter, "source", "recommended", "in_registry"]
     search_fields = ["name", "key", "repo_id", "family", "description"]
     readonly_fields = ["source", "in_registry", "registry_file", "created_at", "updated_at"]
+    # What the hub check decided for a custom entry: changed only by adding it again.
+    custom_readonly_fields = [
+        "key", "repo_id", "revision", "gguf_file", "allow_patterns", "sha256", "gguf_facts",
+        "download_size", "added_by",
+    ]  # fmt: skip
     actions = [
         "download_selected", "delete_files", "activate_selected", "reconcile_store", "prune_store",
         "verify_selected", "repair_selected", "update_check_selected", "update_selected",
@@ -109,6 +116,8 @@ class ModelAdmin(admin.ModelAdmin):
         # Curated entries come from YAML; a hand edit would be undone by the next sync.
         if obj is not None and obj.source == "curated":
             return [f.name for f in Model._meta.fields]
+        if obj is not None and obj.source == "custom":
+            return [*self.readonly_fields, *self.custom_readonly_fields]
         return self.readonly_fields
 
     @admin.display(description="download size", ordering="download_size")

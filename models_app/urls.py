@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views, views_files, views_runtime, views_verify
+from . import views, views_custom, views_files, views_runtime, views_verify
 from .constants import MODEL_KEY_RE
 
 
@@ -27,6 +27,10 @@ urlpatterns = [
     path("header/", views.models_header, name="header"),
     path("runtime/", views_runtime.models_runtime, name="runtime"),
     path("import/", views_files.model_import, name="import"),
+    path("custom/", views_custom.custom_dialog, name="custom"),
+    path("custom/inspect/", views_custom.custom_inspect, name="custom_inspect"),
+    path("custom/add/", views_custom.custom_add, name="custom_add"),
+    path("<modelkey:key>/remove/", views_custom.custom_remove, name="custom_remove"),
     path("<modelkey:key>/card/", views.model_card, name="card"),
     path("<modelkey:key>/download/", views.model_download, name="download"),
     path("<modelkey:key>/activate/", views.model_activate, name="activate"),

@@ -420,6 +420,8 @@ class HubServer:
         self._records: list[RequestRecord] = []
         self._bytes: dict[tuple[str, str], int] = {}
         self._repo_meta: dict[str, dict[str, Any]] = {}
+        # repo id -> (the token that has access, whether the API refuses too): gate_repo.
+        self._gates: dict[str, tuple[str, bool]] = {}
         self._connections: set[socket.socket] = set()
         self._httpd: _HubHTTPServer | None = None
         self._cdn_httpd: _HubHTTPServer | None = None
@@ -531,6 +533,23 @@ class HubServer:
         """Merge extra fields (``tags``, ``gated``, ``cardData``, ...) into the model info JSON."""
         with self._lock:
             self._repo_meta.setdefault(repo_id, {}).update(fields)
+
+    def gate_repo(
+        self, repo_id: str, *, token: str, gated: str = "auto", api: bool = False
+    ) -> None:
+        """Gate one repo as the Hub does: its model info says ``gated``, and its files answer
+        401 ``GatedRepo`` without a token and 403 ``GatedRepo`` with another one than
+        ``token``. The Hub lists a gated repo to anyone; ``api=True`` refuses the API too.
+        """
+        self.set_repo_meta(repo_id, gated=gated)
+        with self._lock:
+            self._gates[repo_id] = (token, api)
+
+    def ungate_repo(self, repo_id: str) -> None:
+        """Open a repo that ``gate_repo`` gated."""
+        with self._lock:
+            self._gates.pop(repo_id, None)
+            self._repo_meta.get(repo_id, {}).pop("gated", None)
 
     def _load_repo(self, repo_id: str) -> _Repo | None:
         org, _, name = repo_id.partition("/")
@@ -1032,6 +1051,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _check_auth(self, record: RequestRecord) -> bool:
         """Answer 401 when a token is required and missing/wrong; return True if answered."""
+        if self._check_gate(record):
+            return True
         token = self.hub.required_token
         if token is None:
             return False
@@ -1050,6 +1071,29 @@ class _Handler(BaseHTTPRequestHandler):
             # The Hub answers a bad token this way (no error code), which the client reports as
             # a plain HfHubHTTPError rather than RepositoryNotFoundError.
             self._send_error(401, None, "Invalid credentials in Authorization header", record)
+        return True
+
+    def _check_gate(self, record: RequestRecord) -> bool:
+        """Answer a gated repo's request (gate_repo) without the right token; True if answered."""
+        with self.hub._lock:
+            gate = self.hub._gates.get(record.repo_id or "")
+        if gate is None or (record.kind == "api" and not gate[1]):
+            return False
+        auth = self.headers.get("Authorization")
+        if auth == f"Bearer {gate[0]}":
+            return False
+        if auth is None:
+            message = (
+                f"Access to model {record.repo_id} is restricted. You must have access to it and"
+                " be authenticated to access it. Please log in."
+            )
+            self._send_error(401, "GatedRepo", message, record)
+        else:
+            message = (
+                f"Access to model {record.repo_id} is restricted and you are not in the"
+                " authorized list. Visit the repo page to ask for access."
+            )
+            self._send_error(403, "GatedRepo", message, record)
         return True
 
     # -------------------------------------------------------------- API

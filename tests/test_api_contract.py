@@ -7,7 +7,8 @@ server error, no status the spec does not document, no body that does not match 
 spec, no request that fits the spec refused and none that breaks it accepted.
 
 Safe to fuzz: the store is this test's tmp dir; no worker runs, so a queued download,
-delete or prune never starts; the hub is a port nothing listens on.
+delete or prune never starts; the hub is a hub test server with no repo (every repo an
+inspect or a custom add asks for is 404).
 """
 
 import json
@@ -115,12 +116,21 @@ def schemathesis_config(values: dict[str, list]) -> str:
 
 
 @pytest.fixture
-def live_api(settings, catalog, tmp_path):
+def empty_hub(tmp_path):
+    from tests.hub_server import HubServer
+
+    (tmp_path / "no-repos").mkdir()
+    with HubServer(tmp_path / "no-repos") as server:
+        yield server
+
+
+@pytest.fixture
+def live_api(settings, catalog, tmp_path, empty_hub):
     """A daphne process on this test's database and store; return its base URL and its log."""
     port = free_port()
     log = tmp_path / "daphne.log"
-    # The hub is a port nothing listens on: no worker runs anyway, but nothing could leave.
-    env = child_env(settings, HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    # A hub with no repo: no worker runs anyway, and whatever asks the hub gets a 404.
+    env = child_env(settings, HF_ENDPOINT=empty_hub.url)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),

@@ -450,6 +450,33 @@ def test_required_token(server: HubServer, cache_dir: Path) -> None:
     assert Path(path).read_bytes() == FILES["config.json"]
 
 
+def test_gate_repo_refuses_its_files_not_its_listing(server: HubServer, cache_dir: Path) -> None:
+    server.gate_repo(REPO, token=TOKEN)
+    api = HfApi(endpoint=server.url)
+
+    info = api.model_info(REPO, token=False)  # the Hub lists a gated repo to anyone
+    assert info.gated == "auto"
+    with pytest.raises(GatedRepoError) as anonymous:
+        download(server, cache_dir, "config.json", token=False)
+    assert anonymous.value.response.status_code == 401
+    with pytest.raises(GatedRepoError) as other:
+        download(server, cache_dir, "config.json", token="someone-else")
+    assert other.value.response.status_code == 403
+    assert (
+        Path(download(server, cache_dir, "config.json", token=TOKEN)).read_bytes()
+        == (FILES["config.json"])
+    )
+
+    server.gate_repo(REPO, token=TOKEN, api=True)
+    with pytest.raises(GatedRepoError):
+        api.model_info(REPO, token=False)
+    assert api.model_info(REPO, token=TOKEN).sha == server.repo_commit(REPO)
+
+    server.ungate_repo(REPO)
+    assert api.model_info(REPO, token=False).gated is False
+    get_hf_file_metadata(resolve_url(server, "config.json"), token=False)
+
+
 def test_corrupt_serves_same_length_wrong_bytes(
     server: HubServer, hub_root: Path, cache_dir: Path
 ) -> None:

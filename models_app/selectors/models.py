@@ -85,7 +85,7 @@ def _usage_columns() -> dict:
 
 def model_queryset() -> QuerySet[Model]:
     """Return models with their install state, active flag and usage count, in one query."""
-    return Model.objects.select_related("installation").annotate(**_usage_columns())
+    return Model.objects.select_related("installation", "added_by").annotate(**_usage_columns())
 
 
 def model_list(

@@ -22,13 +22,18 @@ class SyncResult:
     unchanged: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Curated keys a custom or imported entry already holds: that entry stays as it is.
+    conflicts: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{len(self.created)} created, {len(self.updated)} updated, "
             f"{len(self.unchanged)} unchanged, {len(self.retired)} no longer curated, "
             f"{len(self.removed)} removed"
         )
+        if self.conflicts:
+            text += f", {len(self.conflicts)} skipped (key held by a custom entry)"
+        return text
 
 
 def registry_sync(*, paths: list[Path] | None = None) -> SyncResult:
@@ -58,6 +63,9 @@ def registry_sync(*, paths: list[Path] | None = None) -> SyncResult:
                     facts=values["gguf_facts"], file_size=values["download_size"]
                 )
             row = existing.get(key)
+            if row is not None and row.source != ModelSource.CURATED:
+                result.conflicts.append(key)
+                continue
             if row is not None and (row.gguf_facts or {}).get("source") == HEADER:
                 # The installed file's header said more than the YAML can: keep what it said.
                 del values["gguf_facts"], values["ram_required"]
@@ -91,7 +99,7 @@ def registry_sync(*, paths: list[Path] | None = None) -> SyncResult:
                 row.in_registry = False
                 row.save(update_fields=["in_registry", "updated_at"])
                 result.retired.append(row.key)
-        if result.created or result.updated or result.retired or result.removed:
+        if result.created or result.updated or result.retired or result.removed or result.conflicts:
             event_record(
                 kind=EventKind.SYNCED,
                 message=f"Registry synced: {result.summary()}.",
@@ -100,6 +108,7 @@ def registry_sync(*, paths: list[Path] | None = None) -> SyncResult:
                 updated=result.updated,
                 retired=result.retired,
                 removed=result.removed,
+                conflicts=result.conflicts,
             )
     return result
 
