@@ -47,7 +47,8 @@ def test_every_type_and_kind_reads_right():
     kinds = {k: with_article(k) for k in OperationKind.values}
     assert kinds == {
         "download": "a download", "delete": "a delete", "prune": "a prune",
-        "verify": "a verify", "update": "an update", "load": "a load", "unload": "an unload",
+        "verify": "a verify", "repair": "a repair", "update": "an update",
+        "import": "an import", "export": "an export", "load": "a load", "unload": "an unload",
     }  # fmt: skip
 
 
