@@ -13,6 +13,7 @@ class ModelsAppConfig(AppConfig):
         from . import signals
         from .checks import (
             check_disk_policy,
+            check_file_roots,
             check_hf_endpoint,
             check_models_store,
             check_task_timeout,
@@ -24,5 +25,11 @@ class ModelsAppConfig(AppConfig):
         post_spawn.connect(signals.worker_started, dispatch_uid="modelyard-worker")
         # The Store is built once from settings; a test that overrides them gets a new one.
         setting_changed.connect(store_settings_changed, dispatch_uid="modelyard-store")
-        for check in (check_models_store, check_hf_endpoint, check_disk_policy, check_task_timeout):
+        for check in (
+            check_models_store,
+            check_hf_endpoint,
+            check_disk_policy,
+            check_task_timeout,
+            check_file_roots,
+        ):
             checks.register(check, "modelyard")

@@ -162,3 +162,51 @@ def check_task_timeout(app_configs=None, **kwargs):
             id="modelyard.E006",
         )
     ]
+
+
+def check_file_roots(app_configs=None, **kwargs):
+    """Check IMPORT_ROOTS and EXPORT_ROOTS: absolute existing directories (E007), export
+    roots writable (E008), none inside the models store (W002)."""
+    issues = []
+    store = Path(settings.MODELS_DIR).resolve()
+    for setting in ("IMPORT_ROOTS", "EXPORT_ROOTS"):
+        for root in getattr(settings, setting, []):
+            root = Path(root)
+            if not root.is_absolute() or not root.is_dir():
+                problem = (
+                    "is not an absolute path"
+                    if not root.is_absolute()
+                    else ("does not exist" if not root.exists() else "is not a directory")
+                )
+                issues.append(
+                    checks.Error(
+                        f"{setting}: {root} {problem}.",
+                        hint=f"List absolute paths of existing directories in {setting}, "
+                        "comma-separated; leave it empty to turn the feature off.",
+                        id="modelyard.E007",
+                    )
+                )
+                continue
+            if setting == "EXPORT_ROOTS" and not _writable_dir(root):
+                issues.append(
+                    checks.Error(
+                        f"EXPORT_ROOTS: {root} is not writable: no export could be written.",
+                        hint="Give this user write access to it, or remove it from EXPORT_ROOTS.",
+                        id="modelyard.E008",
+                    )
+                )
+            resolved = root.resolve()
+            if (
+                resolved == store
+                or resolved.is_relative_to(store)
+                or store.is_relative_to(resolved)
+            ):
+                issues.append(
+                    checks.Warning(
+                        f"{setting}: {root} overlaps the models store ({store}).",
+                        hint="Imports would read, and exports write, the store's own files: "
+                        "use a directory outside MODELS_DIR.",
+                        id="modelyard.W002",
+                    )
+                )
+    return issues

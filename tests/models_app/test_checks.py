@@ -222,3 +222,49 @@ def test_run_process_exits_2_with_the_check_report(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "(modelyard.E002) HF_ENDPOINT 'ftp://mirror.example'" in result.stderr
     assert "HINT: Set HF_ENDPOINT" in result.stderr
+
+
+# --- E007, E008, W002: the import and export roots ------------------------------------------
+
+
+def test_file_roots_pass_when_absolute_existing_directories(settings, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    settings.IMPORT_ROOTS = [tmp_path / "in"]
+    settings.EXPORT_ROOTS = [tmp_path / "out"]
+    assert issue_ids() == []
+
+
+@pytest.mark.parametrize("setting", ["IMPORT_ROOTS", "EXPORT_ROOTS"])
+def test_e007_a_root_that_is_missing_relative_or_a_file(settings, tmp_path, setting):
+    (tmp_path / "a-file").write_text("x")
+    setattr(settings, setting, [tmp_path / "missing", Path("relative/dir"), tmp_path / "a-file"])
+    issues = run_checks(tags=["modelyard"])
+    assert [i.id for i in issues] == ["modelyard.E007"] * 3
+    messages = [i.msg for i in issues]
+    assert messages[0].endswith("does not exist.") and setting in messages[0]
+    assert messages[1].endswith("is not an absolute path.")
+    assert messages[2].endswith("is not a directory.")
+
+
+def test_e008_an_export_root_that_is_not_writable(settings, tmp_path, monkeypatch):
+    # As root (CI, this machine) every directory is writable, whatever its mode: the check
+    # asks os.access, so the test answers for it that this one is not.
+    out = tmp_path / "out"
+    out.mkdir()
+    settings.EXPORT_ROOTS = [out]
+    real_access = os.access
+    monkeypatch.setattr(
+        "models_app.checks.os.access",
+        lambda p, mode: False if Path(p) == out else real_access(p, mode),
+    )
+    assert issue_ids() == ["modelyard.E008"]
+
+
+def test_w002_a_root_inside_or_around_the_models_store(settings, tmp_path):
+    settings.MODELS_DIR.mkdir(parents=True)
+    settings.IMPORT_ROOTS = [settings.MODELS_DIR]
+    settings.EXPORT_ROOTS = [tmp_path]  # holds the store
+    issues = run_checks(tags=["modelyard"])
+    assert [i.id for i in issues] == ["modelyard.W002", "modelyard.W002"]
+    assert "overlaps the models store" in issues[0].msg
