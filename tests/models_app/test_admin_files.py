@@ -5,18 +5,42 @@ from django.contrib.messages import get_messages
 
 from models_app.engine import operation_run
 from models_app.models import Model, Operation
+from models_app.services.reconcile import store_reconcile
 from tests.factories import ModelFactory
-from tests.models_app.test_exports import (  # noqa: F401 (fixtures)
-    check_manifest,
-    export_root,
-    installed,
-)
-from tests.models_app.test_imports import import_root, sha256_of, tiny_gguf  # noqa: F401
+from tests.hub_cache import write_snapshot
+from tests.models_app.test_exports import COMMIT, FILES, check_manifest
+from tests.models_app.test_imports import tiny_gguf
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/models_app/model/"
 IMPORT = "/admin/models_app/model/import/"
+
+
+@pytest.fixture
+def import_root(settings, tmp_path):
+    root = tmp_path / "imports"
+    root.mkdir()
+    settings.IMPORT_ROOTS = [root]
+    return root
+
+
+@pytest.fixture
+def export_root(settings, tmp_path):
+    root = tmp_path / "exports"
+    root.mkdir()
+    settings.EXPORT_ROOTS = [root]
+    return root
+
+
+@pytest.fixture
+def installed(isolated_store):
+    model = ModelFactory(
+        key="embed", repo_id="acme/embed", allow_patterns=["*.json", "*.safetensors"]
+    )
+    write_snapshot(isolated_store, "acme/embed", COMMIT, FILES)
+    store_reconcile()
+    return model
 
 
 def export_action(client, model, **fields):
