@@ -25,6 +25,7 @@ from .models import (
 )
 from .phrasing import type_label
 from .services import runtime as runtime_services
+from .services.custom_models import REMOVABLE_SOURCES
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -187,10 +188,10 @@ class ModelAdmin(MaintenanceAdminMixin, FilesAdminMixin, CustomEntryAdminMixin, 
         return actions
 
     def has_delete_permission(self, request, obj=None):
-        # Only a custom entry with nothing on disk may lose its registry row.
+        # Only a custom or local entry with nothing on disk may lose its registry row.
         if obj is None:
             return super().has_delete_permission(request)
-        return obj.source == "custom" and not hasattr(obj, "installation")
+        return obj.source in REMOVABLE_SOURCES and not hasattr(obj, "installation")
 
     @admin.action(description="Make active for its type")
     def activate_selected(self, request, queryset):
