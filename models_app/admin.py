@@ -9,8 +9,10 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from . import selectors, services
+from .admin_actions import LEVELS, each_through_service
 from .admin_custom import CustomEntryAdminMixin
-from .errors import ModelyardError
+from .admin_files import FilesAdminMixin
+from .admin_maintenance import MaintenanceAdminMixin
 from .models import (
     ActiveModel,
     ApiToken,
@@ -23,32 +25,7 @@ from .models import (
 )
 from .phrasing import type_label
 from .services import runtime as runtime_services
-
-LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
-
-
-def each_through_service(
-    model_admin, request, items, *, verb: str, call, key, label=None, done=None
-) -> None:
-    """Call a service once per selected item and say what happened to each.
-
-    `call(item)` is the service call; a ModelyardError becomes "Cannot <verb> <key>:
-    <code>: <message>". A StartResult answer speaks with its own toast (naming the item
-    by `label(item)`); any other answer with `done(item, answer)`.
-    """
-    for item in items:
-        try:
-            answer = call(item)
-        except ModelyardError as exc:
-            model_admin.message_user(
-                request, f"Cannot {verb} {key(item)}: {exc.code}: {exc.message}", messages.ERROR
-            )
-            continue
-        if isinstance(answer, services.StartResult):
-            level, text = answer.toast(label(item))
-        else:
-            level, text = "success", done(item, answer)
-        model_admin.message_user(request, text, LEVELS[level])
+from .services.custom_models import REMOVABLE_SOURCES
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -80,7 +57,7 @@ class InstalledFilter(admin.SimpleListFilter):
 
 
 @admin.register(Model)
-class ModelAdmin(CustomEntryAdminMixin, admin.ModelAdmin):
+class ModelAdmin(MaintenanceAdminMixin, FilesAdminMixin, CustomEntryAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "key",
@@ -106,6 +83,7 @@ class ModelAdmin(CustomEntryAdminMixin, admin.ModelAdmin):
     actions = [
         "download_selected", "delete_files", "activate_selected", "reconcile_store", "prune_store",
         "verify_selected", "repair_selected", "update_check_selected", "update_selected",
+        "export_selected",
     ]  # fmt: skip
     list_per_page = 50
 
@@ -203,39 +181,6 @@ class ModelAdmin(CustomEntryAdminMixin, admin.ModelAdmin):
         self.message_user(request, text, LEVELS[level])
         return None
 
-    @admin.action(description="Verify selected models (hash every file again)")
-    def verify_selected(self, request, queryset):
-        self._start_each(request, queryset, "verify", services.verify_start)
-
-    @admin.action(description="Repair selected models (fetch damaged files again)")
-    def repair_selected(self, request, queryset):
-        self._start_each(request, queryset, "repair", services.repair_start)
-
-    @admin.action(description="Update selected models (fetch changed files)")
-    def update_selected(self, request, queryset):
-        self._start_each(request, queryset, "update", services.update_start)
-
-    @admin.action(description="Check selected models for updates (asks the Hub now)")
-    def update_check_selected(self, request, queryset):
-        each_through_service(
-            self, request, queryset,
-            verb="check for updates of",
-            call=lambda m: services.update_check(model=m),
-            key=lambda m: m.key,
-            done=lambda m, found: f"{m.key}: "
-            + ("update available" if found.available else "no update")
-            + f" ({found.reason}).",
-        )  # fmt: skip
-
-    def _start_each(self, request, queryset, verb, start):
-        each_through_service(
-            self, request, queryset,
-            verb=verb,
-            call=lambda m: start(model=m, user=request.user),
-            key=lambda m: m.key,
-            label=lambda m: m.name,
-        )  # fmt: skip
-
     def get_actions(self, request):
         # Django's bulk delete would remove rows behind the usage preflight's back.
         actions = super().get_actions(request)
@@ -243,10 +188,10 @@ class ModelAdmin(CustomEntryAdminMixin, admin.ModelAdmin):
         return actions
 
     def has_delete_permission(self, request, obj=None):
-        # Only a custom entry with nothing on disk may lose its registry row.
+        # Only a custom or local entry with nothing on disk may lose its registry row.
         if obj is None:
             return super().has_delete_permission(request)
-        return obj.source == "custom" and not hasattr(obj, "installation")
+        return obj.source in REMOVABLE_SOURCES and not hasattr(obj, "installation")
 
     @admin.action(description="Make active for its type")
     def activate_selected(self, request, queryset):

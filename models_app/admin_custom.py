@@ -1,4 +1,5 @@
-"""The admin's add and delete of custom entries go through services/custom_models.py.
+"""The admin's add of custom entries and delete of custom and local ones go through
+services/custom_models.py.
 
 Adding in the admin is the API's add: the form's fields are checked against the hub by
 `custom_model_add`, which saves the entries; its refusal shows on the form.
@@ -93,6 +94,12 @@ class CustomEntryAdminMixin:
     def save_related(self, request, form, formsets, change):
         if change:
             super().save_related(request, form, formsets, change)
+
+    def get_deleted_objects(self, objs, request):
+        # Its operations (a failed download or import) go with the entry; their admin is
+        # read-only, which would refuse the delete. The service decides what may go.
+        deleted, counts, _, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
 
     def delete_model(self, request, obj):
         try:

@@ -172,9 +172,10 @@ def add_custom(request, payload: CustomIn):
 def remove_custom(
     request, key: ModelKey, delete_files: QueryBool = False, confirm: QueryBool = False
 ):
-    """Remove a custom entry. 409 ERR_INVALID_STATE while it is installed, unless
-    `delete_files=true`: its files are deleted first (409 ERR_CONFIRM_REQUIRED when that
-    delete warns and confirm is not true). Curated entries are refused (409)."""
+    """Remove a custom entry, or a local one (an import that failed, or whose files are gone).
+    409 ERR_INVALID_STATE while it is installed, unless `delete_files=true`: its files are
+    deleted first (409 ERR_CONFIRM_REQUIRED when that delete warns and confirm is not true).
+    Curated entries are refused (409)."""
     model = selectors.model_get(key=key)
     done = custom_models.custom_model_remove(
         model=model, user=request.auth, delete_files=delete_files, confirm=confirm

@@ -42,6 +42,7 @@ urlpatterns = [
     path("<modelkey:key>/verify/", views_verify.model_verify, name="verify"),
     path("<modelkey:key>/repair/", views_verify.model_repair, name="repair"),
     path("<modelkey:key>/update/", views_verify.model_update, name="update"),
+    path("<modelkey:key>/update-check/", views_verify.model_update_check, name="update_check"),
     path("operations/<int:operation_id>/cancel/", views.operation_cancel, name="cancel"),
     path("operations/<int:operation_id>/retry/", views.operation_retry, name="retry"),
 ]

@@ -135,7 +135,7 @@ def custom_add(request: HttpRequest) -> HttpResponse:
 @require_POST
 @maps_errors
 def custom_remove(request: HttpRequest, key: str) -> HttpResponse:
-    """Remove a custom entry that is not installed; its card goes."""
+    """Remove a custom or local entry that is not installed; its card goes."""
     model = selectors.model_get(key=key)
     custom_models.custom_model_remove(model=model, user=request.user)
     message = f"Removed the entry {model.name}."

@@ -1,4 +1,5 @@
-"""Settings > Models, keeping a model whole and current: Verify, Repair, Update.
+"""Settings > Models, keeping a model whole and current: Verify, Repair, Update, and Check
+for updates.
 
 Thin like the rest of the page (models_app/views.py, whose access, error mapping and
 action responses these use): each action calls one service and answers with the card.
@@ -45,3 +46,17 @@ def model_update(request: HttpRequest, key: str) -> HttpResponse:
     """Queue an update: only the changed files are fetched."""
     model = selectors.model_get(key=key)
     return _started(request, key, services.update_start(model=model, user=request.user))
+
+
+@superuser_required
+@require_POST
+@maps_errors
+def model_update_check(request: HttpRequest, key: str) -> HttpResponse:
+    """Ask the Hub now (in the request, as the API's update-check does); answer the card."""
+    model = selectors.model_get(key=key)
+    found = services.update_check(model=model)
+    if found.available:
+        level, message = "success", f"Update available for {model.name}: {found.reason}."
+    else:
+        level, message = "info", f"{model.name}: no update ({found.reason})."
+    return _action_response(request, _card(key), level=level, message=message)

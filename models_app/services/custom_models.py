@@ -287,17 +287,22 @@ def custom_model_add(
     return created
 
 
+# The sources whose entries a user made, and so may remove (curated: the registry files).
+REMOVABLE_SOURCES = (ModelSource.CUSTOM, ModelSource.LOCAL)
+
+
 def custom_model_remove(
     *, model: Model, user=None, delete_files: bool = False, confirm: bool = False
 ) -> dict[str, Any]:
-    """Remove a custom entry. Refused while installed unless `delete_files`: then its files
-    are deleted first (a delete operation run here, with the usage preflight's rules) and
-    the entry goes when that delete succeeded. Return what was done.
+    """Remove a custom or local entry (a local one: an import, failed or whose files are
+    gone). Refused while installed unless `delete_files`: then its files are deleted first
+    (a delete operation run here, with the usage preflight's rules) and the entry goes when
+    that delete succeeded. Return what was done.
     """
-    if model.source != ModelSource.CUSTOM:
+    if model.source not in REMOVABLE_SOURCES:
         raise InvalidState(
-            f"{model.key} is {model.get_source_display().lower()}, not a custom entry: only "
-            "custom entries can be removed (curated ones come from the registry files).",
+            f"{model.key} is {model.get_source_display().lower()}: only custom and local "
+            "entries can be removed (curated ones come from the registry files).",
             details={"model": model.key, "source": model.source},
         )
     operation_exclusion_check(model=model, kind=OperationKind.DELETE)
@@ -345,7 +350,7 @@ def custom_model_remove(
             )
         event_record(
             kind=EventKind.REMOVED,
-            message=f"Custom entry {row.key} removed"
+            message=f"{row.get_source_display()} entry {row.key} removed"
             + (f"; its files were deleted ({deleted:,} bytes freed)." if deleted else "."),
             model=row,
             actor=user,

@@ -127,3 +127,15 @@ def test_run_refuses_a_port_in_use(tmp_path):
         .splitlines()[-1]
         .startswith(f"ERR_INVALID: Cannot listen on 127.0.0.1:{port}")
     ), result.stderr
+
+
+def test_models_is_one_command_with_every_subcommand():
+    from django.core.management import CommandError, load_command_class
+
+    parser = load_command_class("models_app", "models").create_parser("manage.py", "models")
+    usage = parser.format_help()
+    for name in ("add-custom", "import", "export", "verify", "repair", "update-check", "update"):
+        assert name in usage
+    for gone in ("models_import", "models_export", "models_add_custom"):
+        with pytest.raises(CommandError, match="Unknown command"):
+            call_command(gone)

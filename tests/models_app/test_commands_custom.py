@@ -1,4 +1,4 @@
-"""manage.py registry_check_gguf and models_add_custom, against the custom hub server."""
+"""manage.py registry_check_gguf and models add-custom, against the custom hub server."""
 
 import io
 
@@ -80,16 +80,16 @@ def test_registry_check_gguf_reports_what_the_yaml_gets_wrong(hub_custom, settin
 
 
 def test_models_add_custom_lists_then_adds(hub_custom):
-    code, out, _ = run("models_add_custom", LLM_REPO)
+    code, out, _ = run("models", "add-custom", LLM_REPO)
     assert code == 0 and "custom-llm-Q8_0.gguf  Q8_0" in out and "fits: llm" in out
     assert not Model.objects.exists()
 
-    code, out, _ = run("models_add_custom", LLM_REPO, "--type", "llm", "--file",
+    code, out, _ = run("models", "add-custom", LLM_REPO, "--type", "llm", "--file",
                        "custom-llm-Q8_0.gguf")  # fmt: skip
     assert code == 0 and out == "Added custom-llm-q8_0 (custom-llm-GGUF): not installed.\n"
     assert Model.objects.get().source == "custom"
 
 
 def test_models_add_custom_says_the_error_code(hub_custom):
-    code, _, err = run("models_add_custom", "acme/nothing", "--type", "llm")
+    code, _, err = run("models", "add-custom", "acme/nothing", "--type", "llm")
     assert code == 2 and err.startswith("ERR_NOT_FOUND: ")

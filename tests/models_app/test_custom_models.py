@@ -254,7 +254,7 @@ def test_a_not_installed_entry_is_removed(hub_custom):
 
 def test_a_curated_entry_cannot_be_removed(db):
     model = ModelFactory(source=ModelSource.CURATED)
-    with pytest.raises(InvalidState, match="only custom entries"):
+    with pytest.raises(InvalidState, match="only custom and local entries"):
         custom_model_remove(model=model)
     assert Model.objects.filter(pk=model.pk).exists()
 

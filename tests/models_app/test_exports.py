@@ -240,11 +240,11 @@ def test_second_export_while_one_runs_returns_it(installed, export_root):
 
 
 def test_command_export(installed, export_root, capsys):
-    call_command("models_export", "embed", str(export_root / "cli"), "--mode", "symlink")
+    call_command("models", "export", "embed", str(export_root / "cli"), "--mode", "symlink")
     assert "Export #" in capsys.readouterr().out
     check_manifest(export_root / "cli")
     with pytest.raises(SystemExit) as exited:
-        call_command("models_export", "embed", str(export_root / "cli"))
+        call_command("models", "export", "embed", str(export_root / "cli"))
     assert exited.value.code == 2
     assert capsys.readouterr().err.startswith("ERR_ALREADY_EXISTS:")
 

@@ -400,7 +400,7 @@ def test_api_import_needs_a_superuser(user_client, import_root):
 
 def test_command_import(import_root, isolated_store, capsys):
     source = tiny_gguf(import_root / "cli.gguf")
-    call_command("models_import", str(source), "--type", "llm", "--mode", "symlink")
+    call_command("models", "import", str(source), "--type", "llm", "--mode", "symlink")
     out = capsys.readouterr().out
     assert "Import #" in out and "succeeded" in out and "cli " in out
     model = Model.objects.get(key="cli")
@@ -410,6 +410,6 @@ def test_command_import(import_root, isolated_store, capsys):
 def test_command_import_refusal_exits_2(import_root, capsys):
     (import_root / "text.gguf").write_text("text")
     with pytest.raises(SystemExit) as exited:
-        call_command("models_import", str(import_root / "text.gguf"), "--type", "llm")
+        call_command("models", "import", str(import_root / "text.gguf"), "--type", "llm")
     assert exited.value.code == 2
     assert capsys.readouterr().err.startswith("ERR_FORMAT:")

@@ -238,3 +238,61 @@ def test_updating_one_entry_of_a_shared_repo_keeps_the_other_entrys_files(hub, i
     assert Installation.objects.get(model=b).commit_hash == old  # still where it was
     assert b_blob.exists()
     assert not (folder(isolated_store, a) / "snapshots" / old / "a.gguf").exists()
+
+
+# --- the page's Check for updates --------------------------------------------------------
+
+
+def test_page_check_for_updates_answers_the_card_with_the_badge(hub, model, superuser_client):
+    install(model)
+    url = reverse("models:update_check", args=[model.key])
+    card = superuser_client.get(reverse("models:card", args=[model.key])).content.decode()
+    assert f'hx-post="{url}"' in card and 'data-testid="update-available"' not in card
+
+    response = superuser_client.post(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert 'data-testid="update-available"' not in response.content.decode()
+    assert "no update (up to date)" in response["HX-Trigger"]
+
+    rewrite(hub, model.repo_id, model__safetensors=WEIGHTS)
+    response = superuser_client.post(url, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f'id="model-{model.key}"' in html
+    assert 'data-testid="update-available"' in html and 'data-testid="update"' in html
+    assert "Update available for" in response["HX-Trigger"]
+    inst = Installation.objects.get(model=model)
+    assert inst.update_commit == hub.repo_commit(model.repo_id)
+    assert Event.objects.filter(kind="update", model=model).count() == 1
+
+
+def test_page_check_for_updates_shows_the_hub_error_in_the_card(hub, model, superuser_client):
+    import shutil
+
+    install(model)
+    shutil.rmtree(hub.root / model.repo_id)  # the repo is gone from the Hub
+    response = superuser_client.post(
+        reverse("models:update_check", args=[model.key]), HTTP_HX_REQUEST="true"
+    )
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert response["X-Modelyard-Error"] == "ERR_NOT_FOUND"
+    assert 'data-testid="error-code">ERR_NOT_FOUND' in html and f'id="model-{model.key}"' in html
+    assert Installation.objects.get(model=model).update_checked_at is None
+
+
+def test_page_check_for_updates_without_htmx_and_refusals(
+    hub, model, superuser_client, user_client, client
+):
+    url = reverse("models:update_check", args=[model.key])
+    response = superuser_client.post(url)  # not installed: back to the page with the error
+    assert response.status_code == 302
+    page = superuser_client.get(response["Location"]).content.decode()
+    assert "ERR_NOT_INSTALLED" in page
+    install(model)
+    response = superuser_client.post(url)
+    assert response.status_code == 302
+    assert "no update" in superuser_client.get(response["Location"]).content.decode()
+    assert superuser_client.get(url).status_code == 405
+    assert client.post(url).status_code == 302  # anonymous: to the login
+    assert user_client.post(url).status_code == 403
