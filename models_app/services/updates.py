@@ -24,7 +24,15 @@ from django.utils import timezone
 from .. import hub, selectors
 from ..errors import InvalidState, ModelyardError, NotInstalled
 from ..executors import executor
-from ..models import EventKind, Installation, Model, Operation, OperationKind, StoreLocation
+from ..models import (
+    EventKind,
+    Installation,
+    Model,
+    ModelSource,
+    Operation,
+    OperationKind,
+    StoreLocation,
+)
 from ..store import get_store, repo_folder
 from .downloads import plan_retried, planned_files_fetch, retry_policy
 from .events import event_record
@@ -41,6 +49,15 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 def revision_pinned(model: Model) -> bool:
     """Return True when the entry's revision is a commit sha: it never moves."""
     return bool(_COMMIT.match(model.revision or ""))
+
+
+def _never_updates(model: Model) -> tuple[str, str] | None:
+    """Return (status, reason) for an entry the Hub is never asked about, else None."""
+    if model.source == ModelSource.LOCAL:
+        return "local", "imported from disk: there is no Hub repo to ask"
+    if revision_pinned(model):
+        return "pinned", f"pinned to commit {model.revision[:12]}: it never changes"
+    return None
 
 
 @dataclass
@@ -121,8 +138,8 @@ def update_check(*, model: Model) -> UpdateCheck:
         hub_commit=None,
         checked_at=now,
     )
-    if revision_pinned(model):
-        result.reason = f"pinned to commit {model.revision[:12]}: it never changes"
+    if never := _never_updates(model):
+        result.reason = never[1]
         Installation.objects.filter(pk=installation.pk).update(
             update_checked_at=now, update_commit="", update_files=[]
         )
@@ -176,6 +193,7 @@ def update_checks_due(*, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     due = (
         Model.objects.filter(installation__location=StoreLocation.PRIMARY)
+        .exclude(source=ModelSource.LOCAL)  # nothing on the Hub to compare with
         .exclude(installation__update_checked_at__gt=now - timedelta(seconds=interval))
         .order_by("key")
     )
@@ -203,10 +221,9 @@ def update_start(*, model: Model, user=None) -> StartResult:
                 "there.",
                 details={"model": model.key},
             )
-        if revision_pinned(model):
-            return StartResult(
-                None, False, f"{model.key} is pinned to a commit; it has no updates.", "pinned"
-            )
+        if never := _never_updates(model):
+            status, reason = never
+            return StartResult(None, False, f"{model.key} has no updates: {reason}.", status)
         return None
 
     return operation_start(model=model, kind=OperationKind.UPDATE, user=user, unless=updatable)

@@ -111,6 +111,23 @@ def test_an_entry_pinned_to_a_commit_never_asks_the_hub(hub, model):
     assert result.operation is None and result.status == "pinned"
 
 
+def test_a_local_import_never_asks_the_hub_nor_is_scheduled(hub, model, settings):
+    install(model)
+    model.source = "local"  # as an import leaves it: its repo exists on no Hub
+    model.save()
+    rewrite(hub, model.repo_id, model__safetensors=WEIGHTS)
+    hub.reset_counters()
+    found = services.update_check(model=model)
+    assert not found.available and found.hub_commit is None
+    assert found.reason == "imported from disk: there is no Hub repo to ask"
+    result = services.update_start(model=model)
+    assert result.operation is None and result.status == "local"
+    settings.UPDATE_CHECK_INTERVAL = 3600
+    later = timezone.now() + timedelta(hours=2)
+    assert services.update_checks_due(now=later) == {"checked": 0, "available": 0, "failed": 0}
+    assert hub.requests == []
+
+
 def test_update_fetches_only_the_changed_blob_and_switches_the_snapshot(hub, model, isolated_store):
     first = install(model)
     base = folder(isolated_store, model)
