@@ -14,13 +14,13 @@ import time
 
 from django.utils import timezone
 
-from ..errors import Cancelled, InvalidInput, NotInstalled
+from ..errors import InvalidInput, NotInstalled
 from ..executors import executor
 from ..models import Installation, Model, Operation, OperationKind
 from ..store import get_store
 from ..store.local import EXPORT_MODES
 from .operations import StartResult, operation_start
-from .progress import ProgressReporter
+from .progress import ByteProgress, ProgressReporter
 
 
 def _installation(model: Model) -> Installation:
@@ -68,18 +68,11 @@ def export_execute(op: Operation) -> dict:
         installation.location, model.repo_id, installation.commit_hash, installation.files
     )
     total = sum(f.size for f in files)
-    op.bytes_total = total
-    Operation.objects.filter(pk=op.pk).update(bytes_total=total)
-    reporter = ProgressReporter(op)
-    reporter.tick(0, force=True)
-    done = 0
-
-    def on_bytes(n: int) -> None:
-        nonlocal done
-        done += n
-        reporter.tick(done)
-        if reporter.cancel_requested:
-            raise Cancelled("Export cancelled; nothing was written.")
+    on_bytes = ByteProgress(
+        ProgressReporter(op),
+        total=total,
+        cancelled="Export cancelled; nothing was written.",
+    )
 
     def manifest(rows: list[dict]) -> bytes:
         body = {
@@ -98,7 +91,7 @@ def export_execute(op: Operation) -> dict:
     rows = store.export_write(
         target, files, mode=mode, manifest=manifest, tmp_name=f"export-{op.pk}", on_bytes=on_bytes
     )
-    reporter.tick(done, force=True)
+    on_bytes.finish()
     return {
         "dest": target.name,
         "mode": mode,

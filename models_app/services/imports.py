@@ -31,7 +31,7 @@ from ..store import get_store, repo_folder
 from ..store.local import IMPORT_MODES, LocalPath, SourceFile, local_commit
 from .model_facts import HEADER, ram_required_estimate
 from .operations import StartResult, operation_start
-from .progress import LostOwnership, ProgressReporter
+from .progress import ByteProgress, LostOwnership, ProgressReporter
 from .reconcile import store_reconcile
 
 logger = logging.getLogger(__name__)
@@ -252,18 +252,12 @@ def _import(op: Operation, store) -> dict:
             details={"path": plan["source_name"]},
         )
     total = sum(now_sizes.values())
-    op.bytes_total = total
-    Operation.objects.filter(pk=op.pk).update(bytes_total=total)
     reporter = ProgressReporter(op)
-    reporter.tick(0, force=True)
-    done = 0
-
-    def on_bytes(n: int) -> None:
-        nonlocal done
-        done += n
-        reporter.tick(done)
-        if reporter.cancel_requested:
-            raise Cancelled("Import cancelled; nothing was placed in the store.")
+    on_bytes = ByteProgress(
+        reporter,
+        total=total,
+        cancelled="Import cancelled; nothing was placed in the store.",
+    )
 
     store.local_repo_discard(model.repo_id)  # leftovers of an earlier try: start clean
     store.prepare_repo(model.repo_id)
@@ -273,7 +267,7 @@ def _import(op: Operation, store) -> dict:
         digests[f["name"]] = store.place_blob(
             model.repo_id, path, mode, tmp_name=f"import-{op.pk}-{index}", on_bytes=on_bytes
         )
-    reporter.tick(done, force=True)
+    on_bytes.finish()
     if reporter.cancel_requested:
         raise Cancelled("Import cancelled; nothing was placed in the store.")
     commit = local_commit(digests)

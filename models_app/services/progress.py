@@ -20,6 +20,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from ..errors import Cancelled
 from ..models import Operation, OperationState
 from .events import operation_publish
 
@@ -140,6 +141,32 @@ class ProgressReporter:
             setattr(op, field, value)
         self.cancel_requested = bool(op.cancel_requested)
         operation_publish(op)
+
+
+class ByteProgress:
+    """Count the bytes of work of a known size through a reporter; a cancel raises.
+
+    Records `total` as the operation's bytes_total and writes 0 done at once. Call it with
+    each step's byte count (progress at most once per interval; `Cancelled(cancelled)` as
+    soon as a cancel is read), and `finish()` to write the last figure.
+    """
+
+    def __init__(self, reporter: ProgressReporter, *, total: int, cancelled: str):
+        self.reporter = reporter
+        self.done = 0
+        self._cancelled = cancelled
+        reporter.op.bytes_total = total
+        Operation.objects.filter(pk=reporter.op.pk).update(bytes_total=total)
+        reporter.tick(0, force=True)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.reporter.tick(self.done)
+        if self.reporter.cancel_requested:
+            raise Cancelled(self._cancelled)
+
+    def finish(self) -> None:
+        self.reporter.tick(self.done, force=True)
 
 
 def heartbeat_write(*, operation_id: int) -> bool:

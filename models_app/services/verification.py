@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from .. import selectors
 from ..errors import (
-    Cancelled,
     ChecksumError,
     FormatError,
     InsufficientRam,
@@ -38,7 +37,7 @@ from ..store import get_store, repo_folder
 from .downloads import plan_retried, planned_files_fetch, retry_policy
 from .events import event_record
 from .operations import StartResult, operation_start
-from .progress import ProgressReporter, heartbeat_kept
+from .progress import ByteProgress, ProgressReporter, heartbeat_kept
 from .reconcile import store_reconcile
 
 CHUNK = 1 << 20
@@ -158,10 +157,11 @@ def _hash_files(targets: list[_Target], reporter: ProgressReporter) -> list[tupl
 
     Return (path, why) for each file whose bytes do not match (or that cannot be read).
     """
-    reporter.op.bytes_total = sum(t.size for t in targets)
-    Operation.objects.filter(pk=reporter.op.pk).update(bytes_total=reporter.op.bytes_total)
-    done = 0
-    reporter.tick(0, force=True)
+    counted = ByteProgress(
+        reporter,
+        total=sum(t.size for t in targets),
+        cancelled="Verify cancelled; nothing was recorded.",
+    )
     bad = []
     for t in targets:
         if not (t.sha256 or t.git_oid or t.pinned_sha256):
@@ -175,10 +175,7 @@ def _hash_files(targets: list[_Target], reporter: ProgressReporter) -> list[tupl
                     sha256.update(chunk)
                     if git is not None:
                         git.update(chunk)
-                    done += len(chunk)
-                    reporter.tick(done)
-                    if reporter.cancel_requested:
-                        raise Cancelled("Verify cancelled; nothing was recorded.")
+                    counted(len(chunk))
         except OSError as exc:
             bad.append((t.path, f"cannot be read ({type(exc).__name__})"))
             continue
@@ -191,7 +188,7 @@ def _hash_files(targets: list[_Target], reporter: ProgressReporter) -> list[tupl
             if expected and actual != expected:
                 bad.append((t.path, f"{kind} is {actual[:12]}…, expected {expected[:12]}…"))
                 break
-    reporter.tick(done, force=True)
+    counted.finish()
     return bad
 
 
