@@ -110,7 +110,9 @@ def main() -> int:
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     errors, _callback = _llama_errors()
-    _say("spare", pid=os.getpid(), llama_cpp=llama_cpp.__version__)
+    # What it runs with: malloc's tunables as glibc kept them (processes.MALLOC_TUNABLES).
+    malloc = os.environ.get("GLIBC_TUNABLES", "")
+    _say("spare", pid=os.getpid(), llama_cpp=llama_cpp.__version__, malloc=malloc)
     line = sys.stdin.readline()
     if not line:  # the supervisor closed the pipe: not needed after all
         return 0
@@ -145,6 +147,10 @@ def main() -> int:
         reason = _refusal(errors, exc)
         _say("error", code="ERR_FORMAT", message=f"llama.cpp could not load the model: {reason}")
         return 3
+    # The runner is reached only by its supervisor's web processes: no CORS, and no
+    # request-id context (nothing reads it). Each middleware wraps every streamed chunk's
+    # send, on the loop thread, while the model computes the next token.
+    app.user_middleware.clear()
     load_seconds = time.monotonic() - started
     _say("ready", port=port, load_seconds=round(load_seconds, 4), pid=os.getpid())
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from models_app.runtime.processes import Runner, RunnerSpec
+from models_app.runtime.processes import MALLOC_TUNABLES, Runner, RunnerSpec, runner_environment
 from tests.gemma import gemma_file  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.runtime
@@ -47,3 +47,46 @@ def test_generating_keeps_no_logits_per_token(runner):
     answer = complete(port, 128)
     assert answer["usage"]["completion_tokens"] == 128
     assert runner.rss() - before < 32 * 1024**2
+
+
+def test_the_runner_allocates_with_the_malloc_tunables(runner):
+    # Huge pages for the heap, and the big buffers from it: a fresh runner's load faults
+    # a tenth of the pages (processes.MALLOC_TUNABLES has the figures). The runner says
+    # what glibc kept of them (it rewrites /proc/<pid>/environ's copy, not the process's).
+    runner, _ = runner
+    assert runner.facts["malloc"] == MALLOC_TUNABLES
+    assert runner.facts["pid"] == runner.pid
+
+
+def test_a_tunable_set_by_the_operator_comes_after_and_wins():
+    env = runner_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
+    assert env["GLIBC_TUNABLES"] == f"{MALLOC_TUNABLES}:glibc.malloc.hugetlb=0"
+    assert runner_environment({})["GLIBC_TUNABLES"] == MALLOC_TUNABLES
+
+
+def stream(port: int, max_tokens: int) -> list[dict]:
+    body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": "Bearer key", "Content-Type": "application/json"},
+    )
+    chunks = []
+    with urllib.request.urlopen(request, timeout=300) as response:
+        assert "access-control-allow-origin" not in {k.lower() for k in response.headers}
+        for line in response:
+            if line.startswith(b"data: ") and line.strip() != b"data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    return chunks
+
+
+def test_the_runner_streams_without_cors_or_context_middleware(runner):
+    # Only its supervisor's web processes reach it: the two middlewares llama-cpp-python
+    # adds (CORS, a request-id context nobody reads) would wrap every chunk's send.
+    _, port = runner
+    chunks = stream(port, 8)
+    assert len([c for c in chunks if c["choices"][0]["text"]]) == 8  # and the finish chunk
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert (
+        "".join(c["choices"][0]["text"] for c in chunks) == complete(port, 8)["choices"][0]["text"]
+    )

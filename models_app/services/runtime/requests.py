@@ -186,16 +186,22 @@ def runtime_request_end(*, route: Route, keep_alive: int | None = None) -> None:
             return
         keep = keep_alive if keep_alive is not None else instance.keep_alive
         in_flight = max(0, instance.in_flight - 1)
+        expires_at = _expiry(keep, now)
         RuntimeInstance.objects.filter(pk=route.instance_id).update(
             in_flight=in_flight,
             last_request_at=now,
             keep_alive=keep,
-            expires_at=_expiry(keep, now),
+            expires_at=expires_at,
         )
     installation_touch(model=instance.model, now=now)
     # keep_alive 0: unloaded once the last request in flight ended (another one, a stream
     # waiting its turn in the runner, would be cut off). It expired just now; its host's
     # supervisor, woken, unloads it as it unloads every expired instance: one unload.
-    if keep == 0 and in_flight == 0:
+    # A shorter keep-alive than before also rings: the supervisor sleeps until the expiry
+    # it last saw.
+    earlier = expires_at is not None and (
+        instance.expires_at is None or expires_at < instance.expires_at
+    )
+    if in_flight == 0 and (keep == 0 or earlier):
         transaction.on_commit(lambda: runtime_host_ring(host=instance.host))
     runtime_publish()

@@ -1,11 +1,13 @@
 """The runtime supervisor of one host (`manage.py runtime`): the loop that owns the runners.
 
-Every RUNTIME_POLL_INTERVAL it claims the load and unload operations queued for this host
-(each runs in a thread of its own, through the engine the command hands in), notices a
-runner that died (its instance fails within the interval: the next request loads it
-again), unloads what outlived its keep-alive and what a delete marked `unloading`, and
-every PROCESS_HEARTBEAT_INTERVAL beats its heartbeat with the host's facts and measures
-its runners' memory. At start it cleans up what a previous supervisor of this host left
+It sleeps in one `select` until something needs it: a ring of its doorbell (a load or
+unload queued for this host, a delete that marked an instance `unloading`, a request that
+brought an expiry forward), a runner's pipe (a runner that died: its instance fails at
+once, and the next request loads it again), the soonest keep-alive of its instances to
+end, the next heartbeat (every PROCESS_HEARTBEAT_INTERVAL, with the host's facts and its
+runners' memory), or RUNTIME_POLL_INTERVAL, the look for work that a lost ring would
+have announced. Each load or unload runs in a thread of its own, through the engine the
+command hands in. At start it cleans up what a previous supervisor of this host left
 (its runners die with it; their rows go), so the database agrees with the processes.
 """
 
@@ -55,9 +57,6 @@ from .executing import (
 
 logger = logging.getLogger(__name__)
 
-# Expiry and delete-marked unloads are looked for at most this often.
-ACT_EVERY = 1.0
-
 
 class RuntimeSupervisor:
     """Run this host's runtime until SIGTERM or SIGINT; then stop every runner."""
@@ -80,6 +79,7 @@ class RuntimeSupervisor:
         os.set_blocking(self._wake_w, False)
         self._acted_at = 0.0
         self._beat_at = 0.0
+        self._expires_at = float("inf")  # monotonic: when act() must look again
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -110,20 +110,28 @@ class RuntimeSupervisor:
         poll interval: the loop costs nothing while nothing happens, and misses nothing."""
         runners = list(self.table.loaded.values())
         waiting = [self.doorbell, self._wake_r, *runners]
-        timeout = min(self.poll, max(0.0, self._beat_at + settings.PROCESS_HEARTBEAT_INTERVAL
-                                     - time.monotonic()))  # fmt: skip
         try:
-            readable, _, _ = select.select(waiting, [], [], timeout)
+            readable, _, _ = select.select(waiting, [], [], self.sleep_for())
         except (OSError, ValueError):  # a runner's pipe closed meanwhile
             return
         for source in readable:
             if source is self.doorbell:
                 self._acted_at = 0.0  # rung: look for expired and marked instances now too
-            if source is self._wake_r:
+            if source is self._wake_r:  # a signal, or a thread ended (a load, an unload)
+                self._acted_at = 0.0
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 512)
             else:
                 source.drain()
+
+    def sleep_for(self) -> float:
+        """Return the seconds until the loop must tick though nothing woke it."""
+        due = min(
+            self._beat_at + settings.PROCESS_HEARTBEAT_INTERVAL,  # the next heartbeat
+            self._acted_at + self.poll,  # the look for work whose ring was lost
+            self._expires_at,  # the soonest keep-alive of this host's instances to end
+        )
+        return max(0.0, due - time.monotonic())
 
     def wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -169,7 +177,7 @@ class RuntimeSupervisor:
         self.claim()
         self.watch()
         now = time.monotonic()
-        if now - self._acted_at >= min(ACT_EVERY, self.poll):
+        if now - self._acted_at >= self.poll or now >= self._expires_at:
             self._acted_at = now
             self.act()
         if now - self._beat_at >= settings.PROCESS_HEARTBEAT_INTERVAL:
@@ -207,6 +215,17 @@ class RuntimeSupervisor:
             Q(in_flight=0) | Q(last_request_at__lt=now - IN_FLIGHT_LEASE),
             state=RuntimeState.READY,
             expires_at__lte=now,
+        )
+        # The soonest expiry left: the loop sleeps until then (a request that brings an
+        # expiry forward rings the doorbell).
+        soonest = (
+            mine.filter(state=RuntimeState.READY, expires_at__gt=now)
+            .order_by("expires_at")
+            .values_list("expires_at", flat=True)
+            .first()
+        )
+        self._expires_at = (
+            time.monotonic() + (soonest - now).total_seconds() if soonest else float("inf")
         )
         for instance in expired:
             if Operation.objects.filter(model=instance.model, state__in=ACTIVE_STATES).exists():
