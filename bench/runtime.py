@@ -8,9 +8,10 @@ with `max_tokens` 128, greedy (temperature 0) and a fixed seed, as a completion 
 a base model: a chat completion would end at once), streamed, on three paths:
   (a) llama-cpp-python in this process, with the best thread count: 1..cores threads are
       measured once first, and the best is kept (the runtime's own choice is printed beside);
-  (b) the runner directly: a `Runner` started the way the runtime supervisor starts one
-      (models_app/runtime/processes.py, the runtime's threads and n_ctx), streaming
-      /v1/completions straight at its port with its api key;
+  (b) the runner directly: the very runner process (c) reaches, the one Modelyard's
+      supervisor loaded in this run, streaming /v1/completions straight at its port with
+      its api key (both read from the instance's row): (c) - (b) is the proxy alone, in
+      the same process with the same pages touched;
   (c) Modelyard's /v1/completions, streamed through daphne under `manage.py run` (fresh
       SQLite database and store, the file installed in it, an API token), the model loaded
       first through POST /api/v1/runtime/load.
@@ -46,7 +47,7 @@ import contextlib
 import http.client
 import json
 import os
-import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -62,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests package (the Gemma file, the wait helpers), the runner
 
 from bench.machine import machine_before  # noqa: E402
-from models_app.runtime.processes import RUNNER_MODULE, Runner, RunnerSpec  # noqa: E402
+from models_app.runtime.processes import RUNNER_MODULE  # noqa: E402
 from tests.gemma import NAME as GGUF_NAME  # noqa: E402
 from tests.gemma import gemma_path  # noqa: E402
 from tests.processes import free_port, wait_for_url, wait_until  # noqa: E402
@@ -459,6 +460,16 @@ class Modelyard:
             "samples": samples,
         }
 
+    def runner_address(self) -> tuple[int, str]:
+        """Return the port and api key of the ready instance's runner (from its row)."""
+        with contextlib.closing(sqlite3.connect(self.tmp / "bench.sqlite3")) as db:
+            row = db.execute(
+                "SELECT port, secret FROM models_app_runtimeinstance WHERE state = 'ready'"
+            ).fetchone()
+        if row is None:
+            raise SystemExit("no ready instance to reach directly")
+        return row[0], row[1]
+
     def idle_cpu(self, seconds: float = IDLE_SECONDS) -> float:
         """Return the supervisor's CPU over `seconds`, as % of a core."""
         start, at = cpu_seconds(self.supervisor), time.perf_counter()
@@ -502,7 +513,7 @@ def median(values) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def one_run(n: int, system: "Modelyard", llm, runner: tuple[int, str], gguf: Path, figures: dict):
+def one_run(n: int, system: "Modelyard", llm, gguf: Path, figures: dict):
     """Load through Modelyard (beside an in-process load), generate on each path, unload."""
     fresh, took = in_process_load(gguf, system.threads)  # the runtime's n_ctx and threads
     fresh.close()
@@ -512,11 +523,13 @@ def one_run(n: int, system: "Modelyard", llm, runner: tuple[int, str], gguf: Pat
     before, tree_before = available(), system.tree_rss()
     load = system.load(expected=took)
     figures["loads"].append(load)
-    # Untimed: the fresh runner caches the prompt, as the other two paths have (and the
-    # supervisor's new spare runner finishes its imports before anything is measured).
+    # Untimed: the fresh runner caches the prompt and touches its buffers' pages, as (a)
+    # has, on each of its two ways in (and the supervisor's new spare runner finishes its
+    # imports before anything is measured).
+    port_b, key_b = system.runner_address()
+    stream_http(port_b, key_b, model=MODEL, max_tokens=TOKENS)
     stream_http(system.port, system.token, model=MODEL, max_tokens=WARM_TOKENS)
     settle(system.runners())
-    port_b, key_b = runner
     paths = {
         "a": lambda: stream_in_process(llm),
         "b": lambda: stream_http(port_b, key_b, model=MODEL),
@@ -565,44 +578,34 @@ def main() -> None:
         best, rates, llm = best_threads(gguf)
         try:
             with Modelyard(Path(tmp_name), gguf) as system:
-                key_b = secrets.token_urlsafe(24)
-                spec = RunnerSpec(
-                    model_path=str(gguf), alias=MODEL, n_ctx=N_CTX, n_threads=system.threads,
-                    api_key=key_b,
-                )  # fmt: skip
-                runner_b = Runner()
-                try:
-                    ready_b = runner_b.load(spec, timeout=300)
-                    # Outside the figures: the first load through Modelyard, and each path's
-                    # first requests (each daphne process's first one opens its client).
-                    warm = system.load(expected=1.0)
-                    for port, key in ((ready_b.port, key_b), (system.port, system.token)):
-                        for _ in range(3):
-                            stream_http(port, key, model=MODEL, max_tokens=WARM_TOKENS)
-                    stream_in_process(llm, WARM_TOKENS)
-                    system.unload(before=available(), pid=warm["pid"])
-                    for n in range(args.runs):
-                        one_run(n, system, llm, (ready_b.port, key_b), gguf, figures)
-                    # The idle supervisor: with the model loaded, then with none.
-                    load = system.load(expected=median(figures["in_process_load"]))
-                    settle(system.runners())
-                    runner = psutil.Process(load["pid"])
-                    start = cpu_seconds(runner)
-                    figures["idle_loaded"] = system.idle_cpu()
-                    figures["idle_runner"] = 100 * (cpu_seconds(runner) - start) / IDLE_SECONDS
-                    system.unload(before=available(), pid=load["pid"])
-                    settle(system.runners())
-                    figures["idle_none"] = system.idle_cpu()
-                finally:
-                    runner_b.stop()
-                    figures["runner_b_left"] = not gone(runner_b.pid)
+                # Outside the figures: the first load through Modelyard, and each path's
+                # first requests (each daphne process's first one opens its client).
+                warm = system.load(expected=1.0)
+                port_b, key_b = system.runner_address()
+                for port, key in ((port_b, key_b), (system.port, system.token)):
+                    for _ in range(3):
+                        stream_http(port, key, model=MODEL, max_tokens=WARM_TOKENS)
+                stream_in_process(llm, WARM_TOKENS)
+                system.unload(before=available(), pid=warm["pid"])
+                for n in range(args.runs):
+                    one_run(n, system, llm, gguf, figures)
+                # The idle supervisor: with the model loaded, then with none.
+                load = system.load(expected=median(figures["in_process_load"]))
+                settle(system.runners())
+                runner = psutil.Process(load["pid"])
+                start = cpu_seconds(runner)
+                figures["idle_loaded"] = system.idle_cpu()
+                figures["idle_runner"] = 100 * (cpu_seconds(runner) - start) / IDLE_SECONDS
+                system.unload(before=available(), pid=load["pid"])
+                settle(system.runners())
+                figures["idle_none"] = system.idle_cpu()
         finally:
             llm.close()
     figures["stop_seconds"] = system.stop_seconds
     figures["killed"] = system.killed
     figures["runners_left"] = system.runners_left
     figures.update(machine=machine, best=best, rates=rates, threads=system.threads)
-    figures.update(warm=warm, runner_b_load=ready_b.load_seconds, llama_cpp=llama_cpp.__version__)
+    figures.update(warm=warm, llama_cpp=llama_cpp.__version__)
     report(figures, args, load_avg)
 
 
@@ -639,13 +642,10 @@ def report(figures: dict, args, load_avg) -> None:
     threads = ", ".join(f"{n}: {r:.1f}" for n, r in figures["rates"].items())
     print(
         f"  threads in process (tokens/s, measured once): {threads} -> best {figures['best']};"
-        f" the runtime runs {figures['threads']} (runner (b) and Modelyard's)"
+        f" the runtime runs {figures['threads']} (its runner serves (b) and (c))"
     )
     warm = figures["warm"]
-    print(
-        f"  warm-up, outside the figures: Modelyard's first load seen in {warm['seen']:.2f} s;"
-        f" runner (b) loaded in {figures['runner_b_load']:.2f} s (its own count)"
-    )
+    print(f"  warm-up, outside the figures: Modelyard's first load seen in {warm['seen']:.2f} s")
     print(
         f"  {'path':<42} {'tokens/s':>8} {'x (a)':>6} {'TTFT ms':>8} {'headers':>8}"
         "   runs (tokens/s, TTFT ms)"
@@ -710,7 +710,7 @@ def report(figures: dict, args, load_avg) -> None:
         f" core with the model loaded (its runner {figures['idle_runner']:.2f}%),"
         f" {figures['idle_none']:.2f}% with none"
     )
-    left = len(figures["runners_left"]) + figures["runner_b_left"]
+    left = len(figures["runners_left"])
     print(
         f"  stop: manage.py run and its tree stopped in {figures['stop_seconds']:.1f} s;"
         f" killed after 30 s: {len(figures['killed'])}; runner processes left: {left}"
