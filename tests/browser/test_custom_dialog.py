@@ -19,6 +19,9 @@ PAGE = "/settings/models/"
 def test_add_a_gguf_repo_from_the_dialog(hub, hub_custom, page):
     # `hub_custom` comes after `hub`: the live system's HF_ENDPOINT is the custom hub.
     page.goto(PAGE)
+    # The page settled (its live snapshot applied), as test_runtime_page waits: once in CI
+    # the click right after the load opened nothing within 15 s.
+    page.wait_for_selector('[data-testid="live-status"][data-state="live"]')
     page.get_by_test_id("add-custom").click()
     dialog = page.get_by_test_id("custom-dialog")
     dialog.wait_for()
