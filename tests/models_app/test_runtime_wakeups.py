@@ -14,7 +14,7 @@ from django.utils import timezone
 from models_app.models import ProcessHeartbeat, ProcessRole, RuntimeInstance
 from models_app.runtime.processes import RunnerTable
 from models_app.services.runtime.requests import Route, runtime_request_end
-from models_app.services.runtime.supervisor import RuntimeSupervisor
+from models_app.services.runtime.supervisor import FIRST_REQUEST_GRACE, RuntimeSupervisor
 from tests.factories import ModelFactory
 
 pytestmark = pytest.mark.django_db
@@ -127,3 +127,21 @@ def test_a_request_that_pushes_the_expiry_later_does_not_ring(
     with pytest.raises(TimeoutError):
         sock.recv(64)
     sock.close()
+
+
+def test_a_fresh_instance_is_not_expired_before_its_first_request(supervisor, monkeypatch):
+    # keep_alive 0 expires at the load: the JIT request that loaded it must reach it first
+    # (a CI run's request met a runner already stopping: ERR_UPSTREAM).
+    spawned = []
+    monkeypatch.setattr(supervisor, "_spawn", lambda key, *args, **kwargs: spawned.append(key))
+    now = timezone.now()
+    fresh = instance("fresh", keep_alive=0, loaded_at=now, expires_at=now)
+    served = instance("served", keep_alive=0, loaded_at=now, expires_at=now, requests_served=1)
+    supervisor._beat_at = supervisor._acted_at = time.monotonic()
+    supervisor.act()
+    assert spawned == [f"instance:{served.pk}"]
+    # It looks again when the grace ends, not at the poll (20 s).
+    assert 8.0 < supervisor.sleep_for() <= FIRST_REQUEST_GRACE.total_seconds()
+    RuntimeInstance.objects.filter(pk=fresh.pk).update(loaded_at=now - FIRST_REQUEST_GRACE)
+    supervisor.act()
+    assert f"instance:{fresh.pk}" in spawned

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import psutil
 from django.conf import settings
@@ -56,6 +57,9 @@ from .executing import (
 )
 
 logger = logging.getLogger(__name__)
+
+# How long an instance loaded with keep_alive 0 waits for its first request.
+FIRST_REQUEST_GRACE = timedelta(seconds=10)
 
 
 class RuntimeSupervisor:
@@ -211,11 +215,15 @@ class RuntimeSupervisor:
         """Unload what outlived its keep-alive, and what a delete marked `unloading`."""
         now = timezone.now()
         mine = RuntimeInstance.objects.select_related("model", "operation").filter(host=self.host)
+        # keep_alive 0 expires at the load: an instance that has served nothing yet is not
+        # expired within FIRST_REQUEST_GRACE of it (the request that loaded it, JIT, is on
+        # its way to it).
+        fresh = Q(keep_alive=0, requests_served=0, loaded_at__gt=now - FIRST_REQUEST_GRACE)
         expired = mine.filter(
             Q(in_flight=0) | Q(last_request_at__lt=now - IN_FLIGHT_LEASE),
             state=RuntimeState.READY,
             expires_at__lte=now,
-        )
+        ).exclude(fresh)
         # The soonest expiry left: the loop sleeps until then (a request that brings an
         # expiry forward rings the doorbell).
         soonest = (
@@ -224,8 +232,11 @@ class RuntimeSupervisor:
             .values_list("expires_at", flat=True)
             .first()
         )
+        held = mine.filter(fresh, state=RuntimeState.READY, expires_at__lte=now)
+        times = [soonest] if soonest else []
+        times += [t + FIRST_REQUEST_GRACE for t in held.values_list("loaded_at", flat=True)]
         self._expires_at = (
-            time.monotonic() + (soonest - now).total_seconds() if soonest else float("inf")
+            time.monotonic() + (min(times) - now).total_seconds() if times else float("inf")
         )
         for instance in expired:
             if Operation.objects.filter(model=instance.model, state__in=ACTIVE_STATES).exists():
