@@ -26,10 +26,10 @@ RUNNER_MODULE = "models_app.runtime.runner"
 STOP_GRACE = 1.5
 # glibc's malloc in a runner: transparent huge pages for the heap, and a fixed mmap
 # threshold at its largest (32 MiB; glibc drops a larger value), so the buffers a load
-# makes and frees come from that heap. A fresh process's first load of Gemma 270M took
-# 40,846 minor page faults and 1.07 s here with glibc's defaults, 3,806 and 0.91 s with
-# these; a second load in a process that had loaded before, 1.03 s (medians of 9,
-# bench/load_faults.py). Other C libraries ignore the variable.
+# makes and frees come from that heap. A fresh process's first load of Gemma 270M made
+# 40,858 minor page faults here with glibc's defaults and 3,822 with these (medians of 9,
+# bench/load_faults.py); its time did not follow reliably on this noisy machine (1.165 s
+# against 1.175 s in that run). Other C libraries ignore the variable.
 MALLOC_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432"
 
 

@@ -26,7 +26,6 @@ from datetime import timedelta
 import psutil
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from ...errors import InvalidState
@@ -215,28 +214,20 @@ class RuntimeSupervisor:
         """Unload what outlived its keep-alive, and what a delete marked `unloading`."""
         now = timezone.now()
         mine = RuntimeInstance.objects.select_related("model", "operation").filter(host=self.host)
-        # keep_alive 0 expires at the load: an instance that has served nothing yet is not
-        # expired within FIRST_REQUEST_GRACE of it (the request that loaded it, JIT, is on
-        # its way to it).
-        fresh = Q(keep_alive=0, requests_served=0, loaded_at__gt=now - FIRST_REQUEST_GRACE)
-        expired = mine.filter(
-            Q(in_flight=0) | Q(last_request_at__lt=now - IN_FLIGHT_LEASE),
-            state=RuntimeState.READY,
-            expires_at__lte=now,
-        ).exclude(fresh)
-        # The soonest expiry left: the loop sleeps until then (a request that brings an
-        # expiry forward rings the doorbell).
-        soonest = (
-            mine.filter(state=RuntimeState.READY, expires_at__gt=now)
-            .order_by("expires_at")
-            .values_list("expires_at", flat=True)
-            .first()
-        )
-        held = mine.filter(fresh, state=RuntimeState.READY, expires_at__lte=now)
-        times = [soonest] if soonest else []
-        times += [t + FIRST_REQUEST_GRACE for t in held.values_list("loaded_at", flat=True)]
+        lease_from = now - IN_FLIGHT_LEASE
+        expired, dues = [], []
+        for instance in mine.filter(state=RuntimeState.READY, expires_at__isnull=False):
+            due = _due(instance)
+            if due > now:
+                dues.append(due)
+            elif instance.in_flight == 0 or (
+                instance.last_request_at is not None and instance.last_request_at < lease_from
+            ):
+                expired.append(instance)
+        # The loop sleeps until the soonest expiry left (a request that brings an expiry
+        # forward rings the doorbell).
         self._expires_at = (
-            time.monotonic() + (min(times) - now).total_seconds() if times else float("inf")
+            time.monotonic() + (min(dues) - now).total_seconds() if dues else float("inf")
         )
         for instance in expired:
             if Operation.objects.filter(model=instance.model, state__in=ACTIVE_STATES).exists():
@@ -323,6 +314,17 @@ class RuntimeSupervisor:
         for key, thread in list(self.busy.items()):
             if not thread.is_alive():
                 self.busy.pop(key, None)
+
+
+def _due(instance: RuntimeInstance):
+    """Return when a ready instance may be unloaded for its keep-alive.
+
+    keep_alive 0 expires at the load: an instance that has served nothing yet waits
+    FIRST_REQUEST_GRACE after its load (the request that loaded it, JIT, is on its way).
+    """
+    if instance.keep_alive == 0 and instance.requests_served == 0 and instance.loaded_at:
+        return max(instance.expires_at, instance.loaded_at + FIRST_REQUEST_GRACE)
+    return instance.expires_at
 
 
 def runtime_host_cleanup(*, host: str, reason: str) -> dict:
