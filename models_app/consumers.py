@@ -173,9 +173,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return  # an older state than one already sent or held
         final = event["state"] in TERMINAL_STATES
         if final:
-            # The cache figures follow an end state even when a store scan just
-            # before it sent the same ones: the page refreshes its header on them.
+            # The model's state and the cache figures follow an end state even when a
+            # store scan just before it sent the same ones (the relay can read the new
+            # installation before the end state): the page refreshes its card and header
+            # on them.
             self.cache = None
+            self.models.pop(event.get("model"), None)
         await self._offer(stream, text, stamp, final=final)
 
     async def runtime_update(self, event):

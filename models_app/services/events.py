@@ -57,14 +57,16 @@ def operation_event(op: Operation) -> dict:
     The client's message travels ready-encoded: the layer copies (in memory) or packs
     (Redis) each event once per client, and a flat event with one string is the cheap
     kind; every consumer sends the same text. Beside it, what consumers decide on: the
-    id, the state, and `updated_at`, to drop a state older than one already sent (the
-    relay and a direct publish can both deliver one change, out of order).
+    id, the state, the model's key (its state follows an end state), and `updated_at`, to
+    drop a state older than one already sent (the relay and a direct publish can both
+    deliver one change, out of order).
     """
     message = {"type": "operation", "operation": operation_payload(op)}
     return {
         "type": "operation.update",
         "id": op.id,
         "state": op.state,
+        "model": message["operation"]["model"],
         "updated_at": op.updated_at.isoformat() if op.updated_at else None,
         "text": json.dumps(message),
     }

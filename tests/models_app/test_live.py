@@ -23,7 +23,7 @@ from config.asgi import application
 from models_app.consumers import MAX_IN_WINDOW, MIN_INTERVAL, WINDOW
 from models_app.models import ActiveModel, Operation, StoreScan
 from models_app.services import model_activate
-from models_app.services.events import operation_publish
+from models_app.services.events import model_publish, operation_publish
 from tests.factories import InstallationFactory, ModelFactory, OperationFactory
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -335,6 +335,27 @@ async def test_relay_follows_an_end_state_with_model_and_cache(root_cookie):
         "size_on_disk": 4096,
     }  # fmt: skip
     assert set(got[2]["cache"]) == CACHE_FIELDS and got[2]["cache"]["managed_bytes"] == 4096
+    await ws.disconnect()
+
+
+async def test_a_model_state_sent_just_before_the_end_state_follows_it_again(root_cookie):
+    # The relay's poll reads the operations (still running), then the installation the
+    # worker committed with the end state: the model's new state goes first, and the
+    # next poll's copy after the end state must not be dropped as already sent.
+    op = await database_sync_to_async(running_op)()
+    await database_sync_to_async(InstallationFactory)(model=op.model, size_on_disk=4096)
+    ws, _ = await connected(root_cookie)
+
+    def publishes():
+        model_publish(model_ids=[op.model_id])  # the poll that saw the installation first
+        op.state, op.bytes_done, op.finished_at = "succeeded", 1000, timezone.now()
+        operation_publish(op)
+        model_publish(model_ids=[op.model_id])  # the poll that saw the end state
+
+    await database_sync_to_async(publishes)()
+    got = [m for _, m in await drain(ws, 0.6, until=lambda got: len(got) >= 3)]
+    assert [m["type"] for m in got] == ["model", "operation", "model"]
+    assert got[2]["model"]["installed"] and got[2]["model"]["key"] == "live-model"
     await ws.disconnect()
 
 
