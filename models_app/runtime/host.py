@@ -28,11 +28,37 @@ def host_facts() -> dict:
     return facts
 
 
+def _setting(facts: dict, name: str, setting: str):
+    """Return a host's own figure from its facts; this process's setting where they lack it."""
+    return facts[name] if name in facts else getattr(settings, setting)
+
+
+def host_reserve(facts: dict) -> int:
+    """Return the RAM a host keeps for everything but models (RUNTIME_MEMORY_RESERVE)."""
+    return int(_setting(facts, "reserve", "RUNTIME_MEMORY_RESERVE") or 0)
+
+
 def host_budget(facts: dict) -> int:
-    """Return the bytes models may take on a host: the budget set, else its RAM less the reserve."""
-    if facts.get("budget_setting"):
-        return int(facts["budget_setting"])
-    return max(0, int(facts.get("ram_total") or 0) - int(facts.get("reserve") or 0))
+    """Return the bytes models may take on a host: the budget set, else its RAM less the reserve.
+
+    The one rule for a host's capacity: the fit of every card, the refusal of a load and
+    the eviction that makes room all start from it (and from `host_room`).
+    """
+    budget = _setting(facts, "budget_setting", "RUNTIME_MEMORY_BUDGET")
+    if budget:
+        return int(budget)
+    return max(0, int(facts.get("ram_total") or 0) - host_reserve(facts))
+
+
+def host_room(facts: dict, *, held: int = 0) -> int:
+    """Return what one more model may take on a host now.
+
+    The budget less what its loaded models hold (`held`), within the RAM available now less
+    the reserve: the Vibrant spec's `availableRAM - 2 GB`, past which the host would swap
+    (or the runner be killed) even where the budget has room.
+    """
+    ram_left = int(facts.get("ram_available") or 0) - host_reserve(facts)
+    return max(0, min(host_budget(facts) - held, ram_left))
 
 
 def runtime_threads() -> int:

@@ -16,6 +16,7 @@ from django.conf import settings
 from ..errors import FormatError, InsufficientRam, NotFound
 from ..models import Model, ProcessHeartbeat, ProcessRole
 from ..phrasing import type_label
+from ..runtime.host import host_budget, host_reserve, host_room
 from ..runtime.memory import context_within, host_memory, memory_estimate, memory_fit
 from .health import heartbeat_fresh_since
 from .models import model_queryset
@@ -28,35 +29,37 @@ FIT_STATUSES = ("fits", "tight", "does_not_fit", UNKNOWN, NOT_RUNNABLE)
 
 @dataclass(frozen=True)
 class Capacity:
-    """The memory the runtime of one host may use for models, and where the figure is from."""
+    """The memory the runtime of one host may use for models, and where the figure is from.
+
+    `bytes` (what a card's fit is measured against) and `usable` (what a load may have
+    now) are runtime/host.py's `host_budget` and `host_room` of the host's facts: the
+    rule the load's refusal and the eviction use too.
+    """
 
     bytes: int
+    usable: int
     host: str
     source: str  # "runtime": a fresh supervisor heartbeat; "this host": no runtime runs
     ram_total: int
     ram_available: int
+    reserve: int
     budget: int | None  # RUNTIME_MEMORY_BUDGET, when it is set
+
+    @classmethod
+    def of(cls, facts: dict, *, host: str, source: str) -> Capacity:
+        return cls(
+            bytes=host_budget(facts),
+            usable=host_room(facts),
+            host=host,
+            source=source,
+            ram_total=facts["ram_total"],
+            ram_available=facts["ram_available"],
+            reserve=host_reserve(facts),
+            budget=facts.get("budget_setting", settings.RUNTIME_MEMORY_BUDGET) or None,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def usable(self) -> int:
-        """Return what can be had now: available RAM less the reserve, within the budget.
-
-        The Vibrant spec's `availableRAM - 2 GB`; a model larger than this would make the
-        host swap (or the runner be killed) even if the capacity could hold it.
-        """
-        usable = self.ram_available - settings.RUNTIME_MEMORY_RESERVE
-        if self.budget is not None:
-            usable = min(usable, self.budget)
-        return max(0, usable)
-
-
-def _host_capacity(ram_total: int) -> int:
-    if settings.RUNTIME_MEMORY_BUDGET:
-        return settings.RUNTIME_MEMORY_BUDGET
-    return max(0, ram_total - settings.RUNTIME_MEMORY_RESERVE)
 
 
 def runtime_capacity() -> Capacity:
@@ -82,27 +85,14 @@ def runtime_capacity() -> Capacity:
         total, available = facts.get("ram_total"), facts.get("ram_available")
         if not isinstance(total, int) or not isinstance(available, int):
             continue
-        candidate = Capacity(
-            bytes=_host_capacity(total),
-            host=beat["host"],
-            source="runtime",
-            ram_total=total,
-            ram_available=available,
-            budget=settings.RUNTIME_MEMORY_BUDGET,
-        )
+        candidate = Capacity.of(facts, host=beat["host"], source="runtime")
         if best is None or candidate.bytes > best.bytes:
             best = candidate
     if best is not None:
         return best
     memory = host_memory()
-    return Capacity(
-        bytes=_host_capacity(memory.total),
-        host=settings.HOST_NAME,
-        source="this host",
-        ram_total=memory.total,
-        ram_available=memory.available,
-        budget=settings.RUNTIME_MEMORY_BUDGET,
-    )
+    facts = {"ram_total": memory.total, "ram_available": memory.available}
+    return Capacity.of(facts, host=settings.HOST_NAME, source="this host")
 
 
 def _get(model: Model | dict, name: str) -> Any:
@@ -176,7 +166,7 @@ def _models_of(type: str) -> str:
 def model_recommended(*, type: str) -> dict[str, Any]:
     """Return the model the Vibrant spec's selection picks for a type, and why.
 
-    usable = available RAM - RUNTIME_MEMORY_RESERVE (within RUNTIME_MEMORY_BUDGET), on the
+    usable = available RAM - RUNTIME_MEMORY_RESERVE (within the budget: `host_room`), on the
     host with the largest runtime capacity; the candidates are the runnable (GGUF) entries
     of the type whose requirement at the default n_ctx is at most that; the recommended
     ones among them if any fits (the spec's preference), else all of them; the largest
@@ -198,7 +188,7 @@ def model_recommended(*, type: str) -> dict[str, Any]:
         )
     where = (
         f"{_gib(capacity.ram_available)} available on {capacity.host} less the "
-        f"{_gib(settings.RUNTIME_MEMORY_RESERVE)} reserve"
+        f"{_gib(capacity.reserve)} reserve"
     )
     if capacity.budget is not None:
         where += f", within the {_gib(capacity.budget)} budget"

@@ -239,10 +239,8 @@ def _make_room(*, op: Operation, needed: int, force: bool) -> list[str]:
             )
         )
         held = sum(i.rss or i.memory_estimate or 0 for i in live)
-        facts = runtime_host.host_facts()
-        budget_left = runtime_host.host_budget(facts) - held
-        ram_left = facts["ram_available"] - settings.RUNTIME_MEMORY_RESERVE
-        fits_memory = needed <= min(budget_left, ram_left)
+        room = runtime_host.host_room(runtime_host.host_facts(), held=held)
+        fits_memory = needed <= room
         if len(live) < settings.RUNTIME_MAX_LOADED and (fits_memory or force):
             return evicted
         idle = [
@@ -265,7 +263,7 @@ def _make_room(*, op: Operation, needed: int, force: bool) -> list[str]:
             raise _insufficient(
                 model=op.model,
                 needed=needed,
-                budget=max(0, min(budget_left, ram_left)),
+                budget=room,
                 host=host,
                 n_ctx=int(op.plan["n_ctx"]),
             )
