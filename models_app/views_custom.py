@@ -19,7 +19,7 @@ from .errors import InvalidInput, ModelyardError
 from .models import ModelType
 from .registry import POOLING_MODES
 from .services import custom_models
-from .views import ERROR_HEADER, maps_errors, superuser_required
+from .views_common import ERROR_HEADER, maps_errors, superuser_required
 
 FIELDS = (
     "repo_id", "revision", "type", "name", "dimension", "pooling", "query_prefix",

@@ -1,6 +1,6 @@
 """Settings > Models, the files part: the Import dialog and a card's Export action.
 
-Thin like the rest of the page (models_app/views.py, whose access and action responses
+Thin like the rest of the page (models_app/views_common.py, whose access and action responses
 these use): each calls services/imports.py or services/exports.py. An error re-renders
 its dialog with the code and message inline, so nothing typed is lost.
 """
@@ -20,7 +20,7 @@ from .models import ModelType
 from .services.exports import export_start
 from .services.imports import import_start
 from .store.local import EXPORT_MODES, IMPORT_MODES
-from .views import ERROR_HEADER, _action_response, _card, superuser_required
+from .views_common import ERROR_HEADER, action_response, card_of, superuser_required
 
 FIELD_MAX = 4096
 
@@ -105,4 +105,4 @@ def model_export(request: HttpRequest, key: str) -> HttpResponse:
     except ModelyardError as exc:
         return _dialog(request, template, context, exc)
     level, message = result.toast(model.name)
-    return _action_response(request, _card(key), level=level, message=message)
+    return action_response(request, card_of(key), level=level, message=message)

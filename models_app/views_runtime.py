@@ -1,6 +1,6 @@
 """Settings > Models, the runtime's part: the Runtime panel, Load, Unload, Try it.
 
-Thin like the rest of the page (models_app/views.py, whose access, error mapping and
+Thin like the rest of the page (models_app/views_common.py, whose access, error mapping and
 action responses these use): each action calls services/runtime/ and answers with the
 model's card and the panel out of band.
 """
@@ -15,21 +15,21 @@ from . import selectors
 from .cards import build_cards
 from .errors import NotInstalled
 from .services import runtime as runtime_services
-from .views import _action_response, _runtime_context, maps_errors, superuser_required
+from .views_common import action_response, maps_errors, runtime_context, superuser_required
 
 
 @superuser_required
 @require_GET
 def models_runtime(request: HttpRequest) -> HttpResponse:
     """Render the Runtime panel (re-fetched by live.js when the runtime changes)."""
-    return render(request, "modelyard/_runtime_panel.html", _runtime_context())
+    return render(request, "modelyard/_runtime_panel.html", runtime_context())
 
 
 def _runtime_action_response(request: HttpRequest, key: str, *, level: str, message: str):
-    runtime = _runtime_context()
+    runtime = runtime_context()
     model = selectors.model_get(key=key)
     card = build_cards([model], runtime_instances=runtime["runtime_instances"])[0]
-    return _action_response(request, card, level=level, message=message, runtime=runtime)
+    return action_response(request, card, level=level, message=message, runtime=runtime)
 
 
 @superuser_required

@@ -1,7 +1,7 @@
 """Settings > Models, keeping a model whole and current: Verify, Repair, Update, and Check
 for updates.
 
-Thin like the rest of the page (models_app/views.py, whose access, error mapping and
+Thin like the rest of the page (models_app/views_common.py, whose access, error mapping and
 action responses these use): each action calls one service and answers with the card.
 """
 
@@ -11,13 +11,13 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_POST
 
 from . import selectors, services
-from .views import _action_response, _card, _checked, maps_errors, superuser_required
+from .views_common import action_response, card_of, checked, maps_errors, superuser_required
 
 
 def _started(request: HttpRequest, key: str, result: services.StartResult) -> HttpResponse:
     model = selectors.model_get(key=key)
     level, message = result.toast(model.name)
-    return _action_response(request, _card(key), level=level, message=message)
+    return action_response(request, card_of(key), level=level, message=message)
 
 
 @superuser_required
@@ -26,7 +26,7 @@ def _started(request: HttpRequest, key: str, result: services.StartResult) -> Ht
 def model_verify(request: HttpRequest, key: str) -> HttpResponse:
     """Queue a verify (the `load` field adds the vocabulary test-load)."""
     model = selectors.model_get(key=key)
-    result = services.verify_start(model=model, load=_checked(request, "load"), user=request.user)
+    result = services.verify_start(model=model, load=checked(request, "load"), user=request.user)
     return _started(request, key, result)
 
 
@@ -59,4 +59,4 @@ def model_update_check(request: HttpRequest, key: str) -> HttpResponse:
         level, message = "success", f"Update available for {model.name}: {found.reason}."
     else:
         level, message = "info", f"{model.name}: no update ({found.reason})."
-    return _action_response(request, _card(key), level=level, message=message)
+    return action_response(request, card_of(key), level=level, message=message)
