@@ -22,11 +22,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from models_app.openai_asgi import openai_fast_path  # noqa: E402
 from models_app.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # A /v1 request with an API token skips Django's stack (models_app/openai_asgi.py).
+        "http": openai_fast_path(django_asgi_app),
         # The origin must be one of ALLOWED_HOSTS; the session cookie names the user.
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))

@@ -18,9 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import httpx2
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -35,7 +40,7 @@ from .errors import (
     UpstreamError,
 )
 from .models import Installation, ModelType, RuntimeInstance, RuntimeState
-from .services import api_token_authenticate
+from .services import api_token_verify
 from .services import runtime as runtime_services
 
 logger = logging.getLogger(__name__)
@@ -68,7 +73,27 @@ def _client() -> httpx2.AsyncClient:
     return client
 
 
-def _error(exc: ModelyardError, *, load_seconds: float = 0.0) -> JsonResponse:
+@dataclass
+class Answer:
+    """What a /v1 request is answered with, before a Django response or ASGI messages."""
+
+    status: int
+    content_type: str
+    load_seconds: float = 0.0
+    content: bytes = b""
+    stream: AsyncIterator[bytes] | None = None  # a stream passed on chunk by chunk
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {LOAD_HEADER: f"{self.load_seconds:.3f}"}
+        if self.stream is not None:
+            headers["Cache-Control"] = "no-cache"
+            headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+        return headers
+
+
+def error_answer(exc: ModelyardError, *, load_seconds: float = 0.0) -> Answer:
+    """Return an error in OpenAI's shape, with Modelyard's stable code and details."""
     kind = "invalid_request_error" if exc.status < 500 else "server_error"
     body = {
         "error": {
@@ -79,9 +104,23 @@ def _error(exc: ModelyardError, *, load_seconds: float = 0.0) -> JsonResponse:
             "details": exc.details,
         }
     }
-    response = JsonResponse(body, status=exc.status)
-    response[LOAD_HEADER] = f"{load_seconds:.3f}"
-    return response
+    return Answer(exc.status, "application/json", load_seconds, content=json.dumps(body).encode())
+
+
+def _response(answer: Answer) -> HttpResponse:
+    if answer.stream is not None:
+        return StreamingHttpResponse(
+            answer.stream, status=answer.status, content_type=answer.content_type,
+            headers=answer.headers,
+        )  # fmt: skip
+    return HttpResponse(
+        answer.content, status=answer.status, content_type=answer.content_type,
+        headers=answer.headers,
+    )  # fmt: skip
+
+
+def _error(exc: ModelyardError) -> HttpResponse:
+    return _response(error_answer(exc))
 
 
 def _stream_error(exc: ModelyardError) -> bytes:
@@ -92,13 +131,11 @@ def _stream_error(exc: ModelyardError) -> bytes:
 
 
 def _authenticate(request):
-    """Return the caller: an API token's user, or a signed-in superuser (CSRF-checked)."""
+    """Check the caller: an API token, or a signed-in superuser (CSRF-checked)."""
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        user = api_token_authenticate(raw=header[7:].strip())
-        if user is None:
-            raise NotAuthenticated("The API token is invalid or revoked.")
-        return user
+        token_check(header)
+        return
     user = request.user
     if not user.is_authenticated:
         raise NotAuthenticated("Send `Authorization: Bearer <token>` (an API token).")
@@ -108,7 +145,12 @@ def _authenticate(request):
         reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
         if reason is not None:
             raise PermissionDenied("CSRF check failed: send the X-CSRFToken header.")
-    return user
+
+
+def token_check(authorization: str) -> None:
+    """Raise unless an `Authorization: Bearer <token>` header holds a valid API token."""
+    if api_token_verify(raw=authorization[7:].strip()) is None:
+        raise NotAuthenticated("The API token is invalid or revoked.")
 
 
 def _model_list() -> dict:
@@ -150,12 +192,12 @@ async def models(request):
         return _error(exc)
 
 
-def _parse(request) -> tuple[dict, int | None]:
+def _parse(raw: bytes) -> tuple[dict, int | None]:
     """Return the body (without `keep_alive`) and the keep-alive it asked for."""
-    if len(request.body) > MAX_BODY:
-        raise InvalidInput(f"The body is larger than {MAX_BODY // 1024**2} MiB.")
+    if len(raw) > MAX_BODY:
+        raise body_too_large()
     try:
-        body = json.loads(request.body or b"{}")
+        body = json.loads(raw or b"{}")
     except ValueError as exc:
         raise InvalidInput(f"The body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
@@ -171,8 +213,18 @@ def _parse(request) -> tuple[dict, int | None]:
     return body, keep_alive
 
 
+def body_too_large() -> InvalidInput:
+    return InvalidInput(f"The body is larger than {MAX_BODY // 1024**2} MiB.")
+
+
 def _route(endpoint: str, body: dict, keep_alive):
     default_type, accepted = ENDPOINTS[endpoint]
+    # A loaded model first, in two statements; the full way loads it (JIT) or explains.
+    route = runtime_services.runtime_route_ready(
+        key=body.get("model"), type=default_type, types=accepted
+    )
+    if route is not None:
+        return route
     model = runtime_services.runtime_model_for(key=body.get("model"), type=default_type)
     if model.type not in accepted:
         raise Incompatible(
@@ -185,7 +237,14 @@ def _route(endpoint: str, body: dict, keep_alive):
 def _admit(request, endpoint: str):
     """Authenticate, parse and route one request: its body, keep-alive and route."""
     _authenticate(request)
-    body, keep_alive = _parse(request)
+    body, keep_alive = _parse(request.body)
+    return body, keep_alive, _route(endpoint, body, keep_alive)
+
+
+def admit_bearer(authorization: str, raw: bytes, endpoint: str):
+    """`_admit` for a request with an API token, from its header and body (the fast path)."""
+    token_check(authorization)
+    body, keep_alive = _parse(raw)
     return body, keep_alive, _route(endpoint, body, keep_alive)
 
 
@@ -195,16 +254,47 @@ def _proxy_view(endpoint: str):
         if request.method != "POST":
             return _error(MethodNotAllowed("POST only."))
         try:
-            # One hop to the request's thread for all of it: each hop costs the time to
-            # first token a wake-up of a thread and of the loop.
+            # One hop to a thread for all of it: each hop costs the time to first token a
+            # wake-up of a thread and of the loop.
             body, keep_alive, route = await sync_to_async(_admit)(request, endpoint)
         except ModelyardError as exc:
             return _error(exc)
-        body["model"] = route.model_key  # the runner's alias for its one model
-        return await _forward(endpoint, route, body, keep_alive)
+        return _response(await forward(endpoint, route, body, keep_alive))
 
     view.__name__ = endpoint.replace("/", "_")
     return view
+
+
+# The threads that admit and end the fast path's requests (openai_asgi.py). Their own,
+# not one per request (Django's way under ASGI): a thread keeps its SQLite connection,
+# whose opening cost a request more than its queries (1.4 ms here); a PostgreSQL
+# connection goes back to the pool after each call, as Django hands it back after a
+# request. Django's views keep Django's thread: the one its test client's connection is in.
+_admit_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="v1-admit")
+_fast_path: ContextVar[bool] = ContextVar("modelyard_v1_fast_path", default=False)
+
+
+def _keep_connections(func, *args):
+    try:
+        return func(*args)
+    finally:
+        for connection in connections.all(initialized_only=True):
+            if connection.vendor != "sqlite" or connection.errors_occurred:
+                connection.close()
+
+
+async def in_admit_thread(func, *args):
+    """Run `func(*args)` in one of the admit threads (and what the request runs after it)."""
+    _fast_path.set(True)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_admit_executor, _keep_connections, func, *args)
+
+
+async def _in_request_thread(func, *args):
+    """Run `func(*args)` where the request was admitted: an admit thread, or Django's."""
+    if _fast_path.get():
+        return await in_admit_thread(func, *args)
+    return await sync_to_async(func)(*args)
 
 
 async def _end(route, keep_alive) -> None:
@@ -221,9 +311,7 @@ def _end_soon(route, keep_alive) -> asyncio.Task:
 
     async def end():
         try:
-            await sync_to_async(runtime_services.runtime_request_end)(
-                route=route, keep_alive=keep_alive
-            )
+            await _in_request_thread(_request_end, route, keep_alive)
         except Exception:
             logger.exception("could not end a request on instance %s", route.instance_id)
 
@@ -233,7 +321,13 @@ def _end_soon(route, keep_alive) -> asyncio.Task:
     return task
 
 
-async def _forward(endpoint: str, route, body: dict, keep_alive):
+def _request_end(route, keep_alive) -> None:
+    runtime_services.runtime_request_end(route=route, keep_alive=keep_alive)
+
+
+async def forward(endpoint: str, route, body: dict, keep_alive) -> Answer:
+    """Pass a routed request to its runner; return the runner's answer (a stream as it comes)."""
+    body["model"] = route.model_key  # the runner's alias for its one model
     client = _client()
     request = client.build_request(
         "POST",
@@ -245,11 +339,10 @@ async def _forward(endpoint: str, route, body: dict, keep_alive):
         upstream = await client.send(request, stream=True)
     except httpx2.HTTPError as exc:
         await _end(route, keep_alive)
-        return _error(
+        return error_answer(
             UpstreamError(f"The runner of {route.model_key} did not answer: {exc}."),
             load_seconds=route.load_seconds,
         )
-    headers = {LOAD_HEADER: f"{route.load_seconds:.3f}"}
     content_type = upstream.headers.get("content-type", "application/json")
     if body.get("stream") and upstream.status_code == 200:
 
@@ -268,18 +361,13 @@ async def _forward(endpoint: str, route, body: dict, keep_alive):
                 await upstream.aclose()
                 await asyncio.shield(ending)
 
-        response = StreamingHttpResponse(relay(), content_type=content_type, headers=headers)
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
-        return response
+        return Answer(200, content_type, route.load_seconds, stream=relay())
     try:
         content = await upstream.aread()
     finally:
         await upstream.aclose()
         await _end(route, keep_alive)
-    return HttpResponse(
-        content, status=upstream.status_code, content_type=content_type, headers=headers
-    )
+    return Answer(upstream.status_code, content_type, route.load_seconds, content=content)
 
 
 chat_completions = _proxy_view("chat/completions")

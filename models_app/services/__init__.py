@@ -20,7 +20,12 @@ from .operations import (
 from .pruning import PrunePlan, partials_cleanup, prune_plan, prune_start
 from .reconcile import ReconcileResult, store_reconcile
 from .registry_sync import SyncResult, registry_sync
-from .tokens import api_token_authenticate, api_token_create, api_token_set_revoked
+from .tokens import (
+    api_token_authenticate,
+    api_token_create,
+    api_token_set_revoked,
+    api_token_verify,
+)
 from .updates import UpdateCheck, update_check, update_checks_due, update_start
 from .verification import repair_start, verify_start
 
@@ -33,6 +38,7 @@ __all__ = [
     "api_token_authenticate",
     "api_token_create",
     "api_token_set_revoked",
+    "api_token_verify",
     "delete_start",
     "download_start",
     "event_record",

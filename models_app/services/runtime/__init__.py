@@ -11,7 +11,8 @@ one live instance per model across every host. By concern:
   and the sweep of loads queued for a host without a runtime;
 - executing: the `load` and `unload` executors (room made by evicting the least recently
   used idle instance), a runner's death;
-- requests: the /v1 proxy's path (`runtime_route`: JIT load, requests counted in flight;
+- requests: the /v1 proxy's path (`runtime_route_ready`: a loaded model's request in two
+  statements; `runtime_route`: JIT load, requests counted in flight;
   `runtime_request_end`: keep-alive renewed, the installation's use recorded);
 - supervisor: `manage.py runtime`'s loop.
 """
@@ -27,7 +28,13 @@ from .common import (
     runtime_hosts,
 )
 from .executing import runtime_runner_died, runtime_runners_attach
-from .requests import Route, runtime_model_for, runtime_request_end, runtime_route
+from .requests import (
+    Route,
+    runtime_model_for,
+    runtime_request_end,
+    runtime_route,
+    runtime_route_ready,
+)
 from .starting import (
     LoadResult,
     runtime_load_start,
@@ -51,6 +58,7 @@ __all__ = [
     "runtime_orphans_fail",
     "runtime_request_end",
     "runtime_route",
+    "runtime_route_ready",
     "runtime_runner_died",
     "runtime_runners_attach",
     "runtime_unload_for",

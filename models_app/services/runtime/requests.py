@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.utils import timezone
 
 from ...errors import (
@@ -74,6 +74,47 @@ def runtime_model_for(*, key: str | None, type: str) -> Model:
             details={"type": type},
         )
     return active.model
+
+
+# What a request needs of a ready instance and its model: one narrow row, no ORM instance.
+_READY_COLUMNS = ("pk", "address", "port", "secret", "model_id", "model__key")
+
+
+def runtime_route_ready(*, key: str | None, type: str, types) -> Route | None:
+    """Count a request on the ready instance of the entry it names; None if there is none.
+
+    The entry is `key`, or the active model of `type` when None; it must be of one of
+    `types` (those the endpoint serves). The path of a request to a loaded model, before its
+    first token: two narrow statements (read the instance with its model's key, count the
+    request on it while it is still ready), where `runtime_model_for` and `runtime_route`
+    take five and build three ORM rows. None (not loaded, loading, of another type,
+    unknown, or no longer ready) sends the caller the full way, which loads or explains.
+    """
+    ready = RuntimeInstance.objects.filter(state=RuntimeState.READY, model__type__in=types)
+    if key:
+        ready = ready.filter(model__key=key)
+    else:
+        active = ActiveModel.objects.filter(type=type).values("model_id")
+        ready = ready.filter(model_id=Subquery(active))
+    row = ready.values_list(*_READY_COLUMNS).first()
+    if row is None:
+        return None
+    pk, address, port, secret, model_id, model_key = row
+    counted = RuntimeInstance.objects.filter(pk=pk, state=RuntimeState.READY).update(
+        in_flight=F("in_flight") + 1,
+        requests_served=F("requests_served") + 1,
+        last_request_at=timezone.now(),
+    )
+    if not counted:
+        return None  # it began to unload in between: the full way waits and loads again
+    return Route(
+        instance_id=pk,
+        model_key=model_key,
+        model_id=model_id,
+        url=f"http://{_url_host(address)}:{port}",
+        secret=secret,
+        load_seconds=0.0,
+    )
 
 
 def runtime_route(
