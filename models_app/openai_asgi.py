@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import re
+import secrets
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 
-from .errors import ModelyardError
+from .errors import InternalError, ModelyardError
 from .openai_api import (
     MAX_BODY,
     Answer,
@@ -33,6 +35,8 @@ from .openai_api import (
     forward,
     in_admit_thread,
 )
+
+logger = logging.getLogger(__name__)
 
 FAST_PATHS = {
     "/v1/chat/completions": "chat/completions",
@@ -132,6 +136,14 @@ async def _serve(endpoint: str, authorization: str, secure: bool, receive, send)
         body, keep_alive, route = await in_admit_thread(admit_bearer, authorization, raw, endpoint)
     except ModelyardError as exc:
         answer = error_answer(exc)
+    except Exception:
+        # What Django's handler would make an HTML 500 is an OpenAI-shaped one here, its
+        # traceback in the log under the reference it names (as an operation's crash).
+        reference = secrets.token_hex(6)
+        logger.exception("/v1/%s crashed [ref %s]", endpoint, reference)
+        answer = error_answer(
+            InternalError(f"Unexpected error (reference {reference}); the server log has it.")
+        )
     else:
         answer = await forward(endpoint, route, body, keep_alive)
     await _send(answer, secure, receive, send)

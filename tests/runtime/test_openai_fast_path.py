@@ -248,3 +248,23 @@ async def test_a_request_for_another_type_is_refused_by_the_full_way(token, runn
     assert Runner.seen == []  # never reached the runner, never counted
     row = await database_sync_to_async(RuntimeInstance.objects.get)(model__key="fast-llm")
     assert row.requests_served == 0 and row.in_flight == 0
+
+
+async def test_a_crash_is_a_500_in_openai_shape_with_a_reference_in_the_log(
+    token, monkeypatch, caplog
+):
+    # A crash cannot be had for real here: the route raises what a bug would.
+    def crash(**kwargs):
+        raise RuntimeError("/srv/secret/path exploded")
+
+    monkeypatch.setattr("models_app.services.runtime.runtime_route_ready", crash)
+    status, headers, body, _ = await call(
+        application, scope(token=token), b'{"model": "any", "prompt": "x"}'
+    )
+    error = json.loads(body)["error"]
+    assert status == 500 and error["code"] == "ERR_INTERNAL" and error["type"] == "server_error"
+    assert "/srv/secret" not in error["message"]
+    reference = error["message"].split("reference ")[1].split(")")[0]
+    logged = [r for r in caplog.records if reference in r.getMessage()]
+    assert logged and "exploded" in logged[0].exc_text
+    assert headers["x-content-type-options"] == "nosniff"
