@@ -38,13 +38,18 @@ def host_reserve(facts: dict) -> int:
     return int(_setting(facts, "reserve", "RUNTIME_MEMORY_RESERVE") or 0)
 
 
+def host_budget_set(facts: dict) -> int | None:
+    """Return the budget set for a host (RUNTIME_MEMORY_BUDGET), or None."""
+    return _setting(facts, "budget_setting", "RUNTIME_MEMORY_BUDGET") or None
+
+
 def host_budget(facts: dict) -> int:
     """Return the bytes models may take on a host: the budget set, else its RAM less the reserve.
 
     The one rule for a host's capacity: the fit of every card, the refusal of a load and
     the eviction that makes room all start from it (and from `host_room`).
     """
-    budget = _setting(facts, "budget_setting", "RUNTIME_MEMORY_BUDGET")
+    budget = host_budget_set(facts)
     if budget:
         return int(budget)
     return max(0, int(facts.get("ram_total") or 0) - host_reserve(facts))

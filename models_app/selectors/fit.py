@@ -16,7 +16,7 @@ from django.conf import settings
 from ..errors import FormatError, InsufficientRam, NotFound
 from ..models import Model, ProcessHeartbeat, ProcessRole
 from ..phrasing import type_label
-from ..runtime.host import host_budget, host_reserve, host_room
+from ..runtime.host import host_budget, host_budget_set, host_reserve, host_room
 from ..runtime.memory import context_within, host_memory, memory_estimate, memory_fit
 from .health import heartbeat_fresh_since
 from .models import model_queryset
@@ -55,7 +55,7 @@ class Capacity:
             ram_total=facts["ram_total"],
             ram_available=facts["ram_available"],
             reserve=host_reserve(facts),
-            budget=facts.get("budget_setting", settings.RUNTIME_MEMORY_BUDGET) or None,
+            budget=host_budget_set(facts),
         )
 
     def as_dict(self) -> dict[str, Any]:

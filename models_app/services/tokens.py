@@ -23,11 +23,7 @@ def api_token_set_revoked(*, token: ApiToken, revoked: bool, user=None) -> ApiTo
 
 def api_token_authenticate(*, raw: str):
     """Return the user a raw token belongs to, or None."""
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(digest=token_digest(raw), revoked=False, user__is_active=True)
-        .first()
-    )
+    token = _valid(raw).select_related("user").first()
     if token is None:
         return None
     _used(token.pk, token.last_used_at)
@@ -41,15 +37,16 @@ def api_token_verify(*, raw: str) -> int | None:
     `api_token_authenticate` in one narrow query (an ORM row of a token and its user cost
     it 2 ms here, the query alone a tenth of that).
     """
-    row = (
-        ApiToken.objects.filter(digest=token_digest(raw), revoked=False, user__is_active=True)
-        .values_list("pk", "user_id", "last_used_at")
-        .first()
-    )
+    row = _valid(raw).values_list("pk", "user_id", "last_used_at").first()
     if row is None:
         return None
     _used(row[0], row[2])
     return row[1]
+
+
+def _valid(raw: str):
+    """The token a raw token stands for, if it is not revoked and its user is active."""
+    return ApiToken.objects.filter(digest=token_digest(raw), revoked=False, user__is_active=True)
 
 
 def _used(pk: int, last_used_at) -> None:

@@ -96,7 +96,16 @@ def runtime_route_ready(*, key: str | None, type: str, types) -> Route | None:
     else:
         active = ActiveModel.objects.filter(type=type).values("model_id")
         ready = ready.filter(model_id=Subquery(active))
-    row = ready.values_list(*_READY_COLUMNS).first()
+    return _count_request(ready.values_list(*_READY_COLUMNS).first(), waited=0.0)
+
+
+def _count_request(row: tuple | None, *, waited: float) -> Route | None:
+    """Count a request on a ready instance's row (`_READY_COLUMNS`); None if none, or not ready.
+
+    One conditional statement, with no lock held: an instance that began to unload between
+    the read and the count is not counted, and the caller goes the full way (waits, loads
+    again).
+    """
     if row is None:
         return None
     pk, address, port, secret, model_id, model_key = row
@@ -106,14 +115,14 @@ def runtime_route_ready(*, key: str | None, type: str, types) -> Route | None:
         last_request_at=timezone.now(),
     )
     if not counted:
-        return None  # it began to unload in between: the full way waits and loads again
+        return None
     return Route(
         instance_id=pk,
         model_key=model_key,
         model_id=model_id,
         url=f"http://{_url_host(address)}:{port}",
         secret=secret,
-        load_seconds=0.0,
+        load_seconds=round(waited, 4),
     )
 
 
@@ -181,28 +190,8 @@ def _error_of(instance: RuntimeInstance) -> ModelyardError:
 
 
 def _request_begin(*, model: Model, waited: float) -> Route | None:
-    now = timezone.now()
-    with transaction.atomic():
-        instance = (
-            RuntimeInstance.objects.select_for_update()
-            .filter(model=model, state=RuntimeState.READY)
-            .first()
-        )
-        if instance is None:
-            return None
-        RuntimeInstance.objects.filter(pk=instance.pk).update(
-            in_flight=F("in_flight") + 1,
-            requests_served=F("requests_served") + 1,
-            last_request_at=now,
-        )
-    return Route(
-        instance_id=instance.pk,
-        model_key=model.key,
-        model_id=model.pk,
-        url=f"http://{_url_host(instance.address)}:{instance.port}",
-        secret=instance.secret,
-        load_seconds=round(waited, 4),
-    )
+    ready = RuntimeInstance.objects.filter(model=model, state=RuntimeState.READY)
+    return _count_request(ready.values_list(*_READY_COLUMNS).first(), waited=waited)
 
 
 def _url_host(address: str) -> str:
