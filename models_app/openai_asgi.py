@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import io
 import logging
-import re
 import secrets
 
-from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 
 from .errors import InternalError, ModelyardError
 from .openai_api import (
@@ -57,8 +58,13 @@ def openai_fast_path(django_app):
     return app
 
 
-def _fast_endpoint(scope) -> tuple[str, str, bool] | None:
-    """Return (endpoint, Authorization header, is HTTPS) if the fast path takes the request."""
+def _fast_endpoint(scope) -> tuple[str, str, ASGIRequest] | None:
+    """Return (endpoint, Authorization header, request) if the fast path takes the request.
+
+    The request (headers only) is Django's, for Django's own reading of the Host
+    (ALLOWED_HOSTS, USE_X_FORWARDED_HOST), of the scheme (SECURE_PROXY_SSL_HEADER) and of
+    an HTTPS redirect (SecurityMiddleware's): one it would refuse or redirect goes to it.
+    """
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
     endpoint = FAST_PATHS.get(scope["path"])
@@ -70,46 +76,27 @@ def _fast_endpoint(scope) -> tuple[str, str, bool] | None:
             authorization = value.decode("latin-1")
     if not authorization.lower().startswith("bearer "):
         return None
-    # Django's own reading of the Host (ALLOWED_HOSTS, USE_X_FORWARDED_HOST) and of the
-    # scheme (SECURE_PROXY_SSL_HEADER): a request it would refuse or redirect goes to it.
     request = ASGIRequest(scope, io.BytesIO())
     try:
         request.get_host()
     except DisallowedHost:
         return None
-    secure = request.is_secure()
-    if settings.SECURE_SSL_REDIRECT and not secure and not _redirect_exempt(scope["path"]):
+    if SecurityMiddleware(_unused).process_request(request) is not None:
         return None
-    return endpoint, authorization, secure
+    return endpoint, authorization, request
 
 
-def _redirect_exempt(path: str) -> bool:
-    path = path.lstrip("/")
-    return any(re.search(pattern, path) for pattern in settings.SECURE_REDIRECT_EXEMPT)
+def _unused(request):  # the middlewares' get_response: only their hooks are called here
+    raise NotImplementedError
 
 
-def security_headers(*, secure: bool) -> list[tuple[bytes, bytes]]:
-    """Return the headers SecurityMiddleware and XFrameOptionsMiddleware add to a response."""
-    headers = []
-    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        headers.append((b"x-content-type-options", b"nosniff"))
-    if settings.SECURE_REFERRER_POLICY:
-        policy = settings.SECURE_REFERRER_POLICY
-        if not isinstance(policy, str):
-            policy = ",".join(policy)
-        headers.append((b"referrer-policy", policy.encode()))
-    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        coop = settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()
-        headers.append((b"cross-origin-opener-policy", coop))
-    if secure and settings.SECURE_HSTS_SECONDS:
-        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            hsts += "; includeSubDomains"
-        if settings.SECURE_HSTS_PRELOAD:
-            hsts += "; preload"
-        headers.append((b"strict-transport-security", hsts.encode()))
-    headers.append((b"x-frame-options", settings.X_FRAME_OPTIONS.encode()))
-    return headers
+def security_headers(request: ASGIRequest) -> list[tuple[bytes, bytes]]:
+    """Return the headers SecurityMiddleware and XFrameOptionsMiddleware add, made by them."""
+    response = HttpResponse()
+    del response["Content-Type"]
+    SecurityMiddleware(_unused).process_response(request, response)
+    XFrameOptionsMiddleware(_unused).process_response(request, response)
+    return [(name.lower().encode(), value.encode()) for name, value in response.items()]
 
 
 async def _read_body(receive) -> bytes | None:
@@ -128,7 +115,7 @@ async def _read_body(receive) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _serve(endpoint: str, authorization: str, secure: bool, receive, send) -> None:
+async def _serve(endpoint: str, authorization: str, request: ASGIRequest, receive, send) -> None:
     try:
         raw = await _read_body(receive)
         if raw is None:
@@ -146,14 +133,14 @@ async def _serve(endpoint: str, authorization: str, secure: bool, receive, send)
         )
     else:
         answer = await forward(endpoint, route, body, keep_alive)
-    await _send(answer, secure, receive, send)
+    await _send(answer, request, receive, send)
 
 
-async def _send(answer: Answer, secure: bool, receive, send) -> None:
+async def _send(answer: Answer, request: ASGIRequest, receive, send) -> None:
     headers = [
         (b"content-type", answer.content_type.encode("latin-1")),
         *((name.lower().encode(), value.encode()) for name, value in answer.headers.items()),
-        *security_headers(secure=secure),
+        *security_headers(request),
     ]
     if answer.stream is None:
         headers.append((b"content-length", str(len(answer.content)).encode()))

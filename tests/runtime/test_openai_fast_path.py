@@ -268,3 +268,12 @@ async def test_a_crash_is_a_500_in_openai_shape_with_a_reference_in_the_log(
     logged = [r for r in caplog.records if reference in r.getMessage()]
     assert logged and "exploded" in logged[0].exc_text
     assert headers["x-content-type-options"] == "nosniff"
+
+
+async def test_https_answers_carry_hsts_as_django_sets_it(settings):
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    _, headers, _, _ = await call(application, scope(token="myd_unknown", scheme="https"))
+    assert headers["strict-transport-security"] == "max-age=3600; includeSubDomains"
+    _, plain, _, _ = await call(application, scope(token="myd_unknown"))
+    assert "strict-transport-security" not in plain  # never over plain HTTP
