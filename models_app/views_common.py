@@ -139,7 +139,7 @@ def action_response(
         request=request,
     )
     response = HttpResponse(html, status=status)
-    return trigger_client_event(response, "toast", {"level": level, "message": message})
+    return with_toast(response, level, message)
 
 
 def store_action_response(request: HttpRequest, *, message: str, level: str = "info"):
@@ -148,7 +148,19 @@ def store_action_response(request: HttpRequest, *, message: str, level: str = "i
         messages.add_message(request, _MESSAGE_LEVELS[level], message)
         return redirect("models:page")
     response = render(request, "modelyard/_header.html", header_context(store_operation=True))
-    return trigger_client_event(response, "toast", {"level": level, "message": message})
+    return with_toast(response, level, message)
+
+
+def with_toast(response: HttpResponse, level: str, message: str) -> HttpResponse:
+    """Ask the page (HX-Trigger) to show a toast, raised on the body.
+
+    htmx raises the event on the element that sent the request unless told otherwise, and
+    by the time the answer comes a live refresh may have replaced that element: an event
+    on a detached element reaches no listener, and the toast would be lost.
+    """
+    return trigger_client_event(
+        response, "toast", {"level": level, "message": message, "target": "body"}
+    )
 
 
 _MESSAGE_LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
@@ -197,7 +209,7 @@ def error_response(
         response = retarget(reswap(response, "outerHTML"), f'.card[data-model="{model.key}"]')
     response[ERROR_HEADER] = exc.code
     level = "info" if isinstance(exc, ConfirmRequired) else "error"
-    return trigger_client_event(response, "toast", {"level": level, "message": text})
+    return with_toast(response, level, text)
 
 
 def _model_of(*, key: str | None, operation_id: int | None) -> Model | None:

@@ -12,14 +12,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect
 
 from . import selectors
 from .errors import InvalidInput, ModelyardError
 from .models import ModelType
 from .registry import POOLING_MODES
 from .services import custom_models
-from .views_common import ERROR_HEADER, maps_errors, superuser_required
+from .views_common import ERROR_HEADER, maps_errors, superuser_required, with_toast
 
 FIELDS = (
     "repo_id", "revision", "type", "name", "dimension", "pooling", "query_prefix",
@@ -143,4 +143,4 @@ def custom_remove(request: HttpRequest, key: str) -> HttpResponse:
         messages.success(request, message)
         return redirect(reverse("models:page") + f"?type={model.type}")
     response = HttpResponse("")  # swapped over the card: it goes
-    return trigger_client_event(response, "toast", {"level": "success", "message": message})
+    return with_toast(response, "success", message)

@@ -11,7 +11,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from . import selectors
 from .cards import model_page_href
@@ -20,7 +20,7 @@ from .models import ModelType
 from .services.exports import export_start
 from .services.imports import import_start
 from .store.local import EXPORT_MODES, IMPORT_MODES
-from .views_common import ERROR_HEADER, action_response, card_of, superuser_required
+from .views_common import ERROR_HEADER, action_response, card_of, superuser_required, with_toast
 
 FIELD_MAX = 4096
 
@@ -41,9 +41,7 @@ def _dialog(request, template: str, context: dict, error: ModelyardError | None 
     if error is not None:
         response = retarget(reswap(response, "innerHTML"), "#dialog-slot")
         response[ERROR_HEADER] = error.code
-        response = trigger_client_event(
-            response, "toast", {"level": "error", "message": f"{error.code}: {error.message}"}
-        )
+        response = with_toast(response, "error", f"{error.code}: {error.message}")
     return response
 
 

@@ -115,7 +115,22 @@
 
   // --- htmx: error partials, the dialog, focus --------------------------------------------
 
-  var pending = {}; // card keys with an action in flight: their response brings the card
+  // Requests in flight per swap target (a card's, the header's or the runtime panel's id),
+  // counted on the request itself: its end is seen even when a swap detached the element
+  // that sent it, so no target stays "busy" for good. A refresh asked for while its target
+  // is busy is not dropped but run when the target is free: the answer in flight may have
+  // been read before the change that asked for it.
+  var inFlight = {};
+  var stale = {};
+  var refreshers = {}; // target id → function that fetches it again
+
+  function targetId(target) {
+    return target && target.id ? target.id : null;
+  }
+
+  function busy(id) {
+    return !!inFlight[id];
+  }
 
   body.addEventListener("htmx:beforeSwap", function (e) {
     // Our mapped errors (4xx with X-Modelyard-Error) carry the card showing the code.
@@ -140,16 +155,26 @@
   body.addEventListener("htmx:beforeRequest", function (e) {
     var dialog = e.detail.elt.closest && e.detail.elt.closest("dialog");
     if (dialog && e.detail.requestConfig.verb === "post") dialog.close();
-    var target = e.detail.target;
-    if (target && target.dataset && target.dataset.model) pending[target.dataset.model] = true;
+    var id = targetId(e.detail.target);
+    if (!id) return;
+    // Two answers for one target in flight may land in either order: fetch it once more
+    // after both, so the newest state has the last word.
+    if (inFlight[id]) stale[id] = true;
+    inFlight[id] = (inFlight[id] || 0) + 1;
+    e.detail.xhr.addEventListener("loadend", function () {
+      if (--inFlight[id] > 0) return;
+      delete inFlight[id];
+      if (stale[id]) {
+        delete stale[id];
+        if (refreshers[id]) refreshers[id]();
+      }
+    });
   });
   body.addEventListener("htmx:afterRequest", function (e) {
     var target = e.detail.target;
     var key = target && target.dataset && target.dataset.model;
-    if (!key) return;
-    delete pending[key];
     // After an action the button that had focus is gone: put focus back on the card.
-    if (e.detail.requestConfig.verb === "post") {
+    if (key && e.detail.requestConfig.verb === "post") {
       var card = cardFor(key);
       var active = document.activeElement;
       if (card && (!active || active === body || !active.isConnected)) {
@@ -158,6 +183,32 @@
       }
     }
   });
+
+  // Fetch one swap target again, `delay` ms from now (calls in between are one fetch). The
+  // target is the request's source too: htmx keeps one request per source in flight and
+  // queues only the last, so refreshes of different parts must not share one.
+  var timers = {};
+  function refresh(id, url, delay, after) {
+    refreshers[id] = function () {
+      refresh(id, url, delay, after);
+    };
+    if (timers[id]) return;
+    timers[id] = setTimeout(function () {
+      delete timers[id];
+      var el = document.getElementById(id);
+      if (!el) return;
+      if (busy(id)) {
+        stale[id] = true;
+        return;
+      }
+      var done = htmx.ajax("GET", typeof url === "function" ? url(el) : url, {
+        source: el,
+        target: el,
+        swap: "outerHTML",
+      });
+      if (after) done.then(after);
+    }, delay);
+  }
 
   htmx.onLoad(function (elt) {
     var dialogs = elt.matches && elt.matches("dialog[data-autoshow]") ? [elt] : [];
@@ -174,9 +225,6 @@
 
   var liveStatus = document.querySelector('[data-testid="live-status"]');
   var announced = {}; // operation ids whose end was toasted
-  var refreshing = {}; // card keys with a re-fetch scheduled
-  var headerTimer = null;
-  var runtimeTimer = null;
   var runtimeSeen = null; // instance id → state, as last shown (null: not yet)
   var socket = null;
   var polling = null;
@@ -210,41 +258,29 @@
 
   function refreshCard(key) {
     var card = cardFor(key);
-    if (!card || refreshing[key]) return;
-    refreshing[key] = true;
-    setTimeout(function () {
-      delete refreshing[key];
-      card = cardFor(key);
-      if (!card || pending[key]) return;
-      var before = card.dataset.operationId;
-      var url = body.dataset.modelsUrl + encodeURIComponent(key) + "/card/";
-      htmx.ajax("GET", url, { target: card, swap: "outerHTML" }).then(function () {
-        // When polling, the end of an operation shows up as a card without it.
-        var now = cardFor(key);
-        if (polling && before && now && !now.dataset.operationId && now.dataset.lastOperationId === before) {
-          var code = now.querySelector('[data-testid="error-code"]');
-          var text = now.querySelector(".alert-text");
-          announce({
-            id: before,
-            model: key,
-            kind: now.dataset.lastOperationKind,
-            state: now.dataset.operationState,
-            error_code: code ? code.textContent.trim() : "",
-            error_message: text ? text.textContent.trim() : "",
-          });
-        }
-      });
-    }, 100);
+    if (!card) return;
+    var before = card.dataset.operationId;
+    var url = body.dataset.modelsUrl + encodeURIComponent(key) + "/card/";
+    refresh(card.id, url, 100, function () {
+      // When polling, the end of an operation shows up as a card without it.
+      var now = cardFor(key);
+      if (polling && before && now && !now.dataset.operationId && now.dataset.lastOperationId === before) {
+        var code = now.querySelector('[data-testid="error-code"]');
+        var text = now.querySelector(".alert-text");
+        announce({
+          id: before,
+          model: key,
+          kind: now.dataset.lastOperationKind,
+          state: now.dataset.operationState,
+          error_code: code ? code.textContent.trim() : "",
+          error_message: text ? text.textContent.trim() : "",
+        });
+      }
+    });
   }
 
   function refreshHeader() {
-    if (headerTimer) return;
-    headerTimer = setTimeout(function () {
-      headerTimer = null;
-      if (document.getElementById("models-header")) {
-        htmx.ajax("GET", body.dataset.headerUrl, { target: "#models-header", swap: "outerHTML" });
-      }
-    }, 150);
+    refresh("models-header", body.dataset.headerUrl, 150);
   }
 
   function updateCache(cache) {
@@ -320,7 +356,7 @@
       refreshHeader();
       return;
     }
-    if (!card || pending[op.model]) return; // not shown, or our own action's answer is coming
+    if (!card || busy(card.id)) return; // not shown, or an answer with the card is coming
     var box = card.querySelector('.progress[data-operation-id="' + op.id + '"]');
     if (box) {
       showProgress(card, box, op);
@@ -350,12 +386,13 @@
   // --- the runtime: the panel and the cards' loaded state ------------------------------------
 
   function refreshRuntime() {
-    if (runtimeTimer) return;
-    runtimeTimer = setTimeout(function () {
-      runtimeTimer = null;
-      var panel = document.getElementById("runtime-panel");
-      if (panel) htmx.ajax("GET", panel.dataset.runtimeUrl, { target: "#runtime-panel", swap: "outerHTML" });
-    }, 150);
+    refresh(
+      "runtime-panel",
+      function (panel) {
+        return panel.dataset.runtimeUrl;
+      },
+      150
+    );
   }
 
   // The state a card shows for a model: its live instance's, else its newest failed one's.

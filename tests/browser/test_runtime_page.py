@@ -142,6 +142,20 @@ def test_load_try_a_streamed_completion_and_unload(no_runtime_in_run, gemma, run
     dialog.locator("[data-dialog-close]").first.click()
 
     # Unload from the panel: the runner stops, the panel empties, the card offers Load.
+    # The answer comes late (a slow link): the runner stops and the page hears of it
+    # first. A live refresh of the panel once replaced the form that asked, and the
+    # answer's toast, raised on that form, reached no one.
+    def held(route):
+        response = route.fetch()
+        wait_until(
+            lambda: not RuntimeInstance.objects.filter(model=gemma).exists(),
+            timeout=30,
+            what="the runner stopped",
+        )
+        page.wait_for_timeout(600)  # the relay's look and the panel's delay, on the slow link
+        route.fulfill(response=response)
+
+    page.route(f"**{PAGE}{KEY}/unload/", held, times=1)
     panel_row(page).get_by_test_id("runtime-unload").click()
     page.get_by_test_id("toast").filter(has_text="Unload of Gemma 3 270M queued.").wait_for()
     panel.get_by_test_id("runtime-empty").wait_for(timeout=30_000)

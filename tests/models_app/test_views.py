@@ -26,7 +26,10 @@ def card_url(key, action):
 
 
 def toast(response):
-    return json.loads(response["HX-Trigger"])["toast"]
+    toast = json.loads(response["HX-Trigger"])["toast"]
+    # Raised on the body, where the page's listener is whatever the answer replaced.
+    assert toast.pop("target") == "body"
+    return toast
 
 
 @pytest.fixture

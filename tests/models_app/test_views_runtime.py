@@ -32,7 +32,10 @@ def url(key, action):
 
 
 def toast(response):
-    return json.loads(response["HX-Trigger"])["toast"]
+    toast = json.loads(response["HX-Trigger"])["toast"]
+    # Raised on the body, where the page's listener is whatever the answer replaced.
+    assert toast.pop("target") == "body"
+    return toast
 
 
 def tiny_gguf(path):
