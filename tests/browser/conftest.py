@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
-from tests.factories import UserFactory
+from tests.factories import ModelFactory, UserFactory
 from tests.processes import child_env, free_port, wait_for_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +102,17 @@ def shot(page, name: str) -> None:
     """Save a screenshot of the page in a named state as a test artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def card(page, key):
+    """Return the locator of a model's card on Settings > Models."""
+    return page.locator(f'[data-model="{key}"]')
+
+
+@pytest.fixture
+def slow_embed():
+    """An 8 MiB embedding entry on the test hub, slow enough to watch or cancel when throttled."""
+    return ModelFactory(
+        key="slow-embed", name="Slow embed", repo_id="acme/slow-embed", type="embedding",
+        allow_patterns=["*.json", "*.safetensors"], download_size=8 * 1024 * 1024,
+    )  # fmt: skip

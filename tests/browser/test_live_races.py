@@ -12,7 +12,7 @@ from django.utils import timezone
 from models_app import services
 from models_app.models import Operation, ProcessHeartbeat, ProcessRole
 from models_app.services.reconcile import store_reconcile
-from tests.browser.conftest import shot
+from tests.browser.conftest import card, shot
 from tests.factories import ModelFactory
 from tests.hub_cache import write_snapshot
 from tests.processes import wait_until
@@ -21,10 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PAGE = "/settings/models/"
 HOLD_MS = 600  # longer than the page's refresh delays (100-150 ms) and a round trip
-
-
-def card(page, key):
-    return page.locator(f'[data-model="{key}"]')
 
 
 def _installed(store, key, type):
@@ -62,14 +58,6 @@ def test_refreshes_of_different_parts_are_not_lost_behind_a_slow_answer(page, is
     page.wait_for_selector(f'[data-model="{first.key}"][data-active="false"]')
     page.get_by_test_id("runtime-hosts").filter(has_text="race-host").wait_for()
     shot(page, "race-01-both-parts-refreshed")
-
-
-@pytest.fixture
-def slow_embed():
-    return ModelFactory(
-        key="slow-embed", name="Slow embed", repo_id="acme/slow-embed", type="embedding",
-        allow_patterns=["*.json", "*.safetensors"], download_size=8 * 1024 * 1024,
-    )  # fmt: skip
 
 
 def test_an_end_that_comes_while_the_cancel_answer_is_on_its_way_is_shown(page, hub, slow_embed):

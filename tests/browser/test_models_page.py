@@ -7,7 +7,7 @@ import pytest
 from models_app import services
 from models_app.models import Installation, Operation
 from models_app.services.reconcile import store_reconcile
-from tests.browser.conftest import shot
+from tests.browser.conftest import card, shot
 from tests.factories import CollectionFactory, ModelFactory
 from tests.hub_cache import write_snapshot
 from tests.processes import wait_until
@@ -15,18 +15,6 @@ from tests.processes import wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PAGE = "/settings/models/"
-
-
-@pytest.fixture
-def slow_embed():
-    return ModelFactory(
-        key="slow-embed", name="Slow embed", repo_id="acme/slow-embed", type="embedding",
-        allow_patterns=["*.json", "*.safetensors"], download_size=8 * 1024 * 1024,
-    )  # fmt: skip
-
-
-def card(page, key):
-    return page.locator(f'[data-model="{key}"]')
 
 
 def percent_above(key: str, value: float) -> str:

@@ -1,6 +1,5 @@
 """Settings > Models, the HTMX page: access, filters, actions through the services, errors."""
 
-import json
 import re
 
 import pytest
@@ -14,6 +13,7 @@ from tests.factories import (
     ModelFactory,
     OperationFactory,
 )
+from tests.htmx import toast
 
 pytestmark = pytest.mark.django_db
 
@@ -23,13 +23,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 def card_url(key, action):
     return f"{PAGE}{key}/{action}/"
-
-
-def toast(response):
-    toast = json.loads(response["HX-Trigger"])["toast"]
-    # Raised on the body, where the page's listener is whatever the answer replaced.
-    assert toast.pop("target") == "body"
-    return toast
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ heartbeat row (the loads they queue are claimed by none here: tests/browser and
 tests/runtime run real ones), a loaded model by its instance row.
 """
 
-import json
 import os
 from datetime import timedelta
 
@@ -18,6 +17,7 @@ from django.utils import timezone
 from models_app.models import Operation, ProcessHeartbeat, RuntimeInstance
 from models_app.runtime.host import host_facts
 from tests.factories import InstallationFactory, ModelFactory, OperationFactory
+from tests.htmx import toast
 from tests.runtime_helpers import install_gguf
 
 pytestmark = pytest.mark.django_db
@@ -29,13 +29,6 @@ MiB = 1024**2
 
 def url(key, action):
     return f"{PAGE}{key}/{action}/"
-
-
-def toast(response):
-    toast = json.loads(response["HX-Trigger"])["toast"]
-    # Raised on the body, where the page's listener is whatever the answer replaced.
-    assert toast.pop("target") == "body"
-    return toast
 
 
 def tiny_gguf(path):
