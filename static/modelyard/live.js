@@ -201,7 +201,7 @@
         stale[id] = true;
         return;
       }
-      var done = htmx.ajax("GET", typeof url === "function" ? url(el) : url, {
+      var done = htmx.ajax("GET", url, {
         source: el,
         target: el,
         swap: "outerHTML",
@@ -386,13 +386,8 @@
   // --- the runtime: the panel and the cards' loaded state ------------------------------------
 
   function refreshRuntime() {
-    refresh(
-      "runtime-panel",
-      function (panel) {
-        return panel.dataset.runtimeUrl;
-      },
-      150
-    );
+    var panel = document.getElementById("runtime-panel");
+    if (panel) refresh(panel.id, panel.dataset.runtimeUrl, 150);
   }
 
   // The state a card shows for a model: its live instance's, else its newest failed one's.
