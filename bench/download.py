@@ -21,9 +21,12 @@ machine (the paths share its cores with the hub server): the MB/s printed are me
     and seen (end state to the bench's answer), from the operation's own timestamps,
 plus the worker's peak RSS. Goals (issue 9): full path >= 0.9 x fetch_blob alone and
 >= 0.75 x curl, fetch_blob >= 0.85 x curl, peak worker RSS < 150 MB. The dirty pages of
-each path are synced to disk before the next one starts, untimed. One curl and one full-path
-download before the runs warm the hub's page cache and the worker; their times are printed
-apart from the medians.
+each path are synced to disk before the next one starts, untimed. On these machines (VMs that
+give free memory back to their host) a write through the page cache is fast into pages just
+freed and slow into fresh ones (bench/page_cache.py): curl's figure depends on what ran before
+it, which the rotation varies; fetch_blob and the full path write with O_DIRECT. One curl
+and one full-path download before the runs warm the hub's page cache and the worker; their
+times are printed apart from the medians.
 """
 
 import argparse

@@ -287,25 +287,24 @@ class _BlobFetch:
         sock.settimeout(_TICK)
         quiet = 0.0
         while (remaining := self.spec.size - sink.written) > 0:
-            buf = sink.buffer()
+            room = sink.space()
             try:
-                n = sock.recv_into(buf, min(len(buf), remaining))
+                n = sock.recv_into(room, min(len(room), remaining))
             except TimeoutError:
-                sink.give_back(buf)
                 self._check_cancel(sink.written)
                 quiet += _TICK
                 if quiet >= self.policy.read_timeout:
                     raise _Retry(TimedOut, f"no data for {self.policy.read_timeout:g} s") from None
                 continue
             except OSError as exc:
-                sink.give_back(buf)
                 raise _Retry(NetworkError, _describe(exc)) from exc
+            finally:
+                room.release()
             if not n:
-                sink.give_back(buf)
                 return  # cut short: the caller retries from sink.written
             quiet = 0.0
             self.wire += n
-            sink.commit(buf, n)
+            sink.filled(n)
             self.on_progress(sink.written)
             self._check_cancel(sink.written)
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -447,6 +448,25 @@ def test_full_disk_keeps_the_partial(hub, blob, small_filesystem):
     assert 0 < b.partial.stat().st_size <= 2 * MiB
     assert b.partial.with_name("model.incomplete.json").exists()
     assert hub.request_count("model.bin") == 1
+
+
+def test_a_download_cut_by_a_full_disk_resumes_once_there_is_room(
+    hub, hub_root, blob, small_filesystem
+):
+    """What was written before the disk filled is kept, and a later download resumes from it
+    (the sink hashes a buffer before it writes it, so the resume hashes the partial again)."""
+    b = blob("model.bin")
+    b.final = small_filesystem("2m") / "blobs" / "model"
+    b.partial = b.final.with_name("model.incomplete")
+    with pytest.raises(DiskSpace):
+        b.fetch()
+    kept = b.partial.stat().st_size
+    subprocess.run(
+        ["mount", "-o", "remount,size=16m", str(b.final.parent.parent)], check=True
+    )  # fmt: skip
+    assert b.fetch() == b.spec.size - kept
+    assert hub.ranges_seen("model.bin")[-1] == f"bytes={kept}-"
+    assert sha256_file(b.final) == sha256_file(source(hub_root, "model.bin"))
 
 
 def test_full_disk_seen_at_fsync_keeps_the_partial(hub, blob, monkeypatch):
