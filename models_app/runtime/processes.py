@@ -98,6 +98,9 @@ class Runner:
         self.stopping = False
         self._buffer = b""
         self._eof = False
+        # The supervisor's loop drains a loaded runner's stdout while a load's eviction or an
+        # unload may stop it in another thread: the pipe is closed under this lock only.
+        self._pipe = threading.Lock()
 
     def wait_spare(self, timeout: float) -> bool:
         """Wait for the runner's imports to finish; False if it died or took too long."""
@@ -172,8 +175,9 @@ class Runner:
         return self.proc.stdout.fileno()
 
     def drain(self) -> None:
-        """Read what a loaded runner wrote since (nothing, until it ends)."""
-        with contextlib.suppress(OSError):
+        """Read what a loaded runner wrote since (nothing, until it ends); nothing to read
+        once another thread stopped it (its pipe closed after the loop's select)."""
+        with self._pipe, contextlib.suppress(OSError, ValueError):
             if not os.read(self.fileno(), 65536):
                 self.proc.poll()
 
@@ -199,7 +203,7 @@ class Runner:
             except subprocess.TimeoutExpired:
                 kill_process(self.pid)
                 self.proc.wait()
-        with contextlib.suppress(OSError):
+        with self._pipe, contextlib.suppress(OSError):
             self.proc.stdout.close()
         return self.proc.returncode
 

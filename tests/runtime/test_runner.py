@@ -90,3 +90,14 @@ def test_the_runner_streams_without_cors_or_context_middleware(runner):
     assert (
         "".join(c["choices"][0]["text"] for c in chunks) == complete(port, 8)["choices"][0]["text"]
     )
+
+
+def test_a_runner_stopped_by_another_thread_drains_nothing():
+    """The supervisor's loop drains the runners its select found readable; an eviction in a
+    load's thread may stop one (closing its pipe) in between. That crashed the supervisor
+    (ValueError: I/O operation on closed file) in a PostgreSQL CI run of the eviction test."""
+    runner = Runner()
+    assert runner.wait_spare(timeout=60)
+    runner.stop()
+    runner.drain()  # after the stop: no error, and nothing read
+    assert runner.exit_code() is not None
