@@ -22,8 +22,8 @@ except ImportError:  # Windows: no O_DIRECT either
 # The reader fills these buffers (straight from the socket for big bodies, see
 # transfer._BlobFetch._pump_socket); a full one is hashed by one thread, then written by
 # another, while the reader fills the next: one hash update and one write per buffer.
-# Hashing first reads the bytes while the reader's copy still has them in the CPU's cache:
-# 1,163 MB/s against 1,087 hashing after the write (bench/download.py's fetch_blob).
+# Hashing first reads the bytes while the reader's copy still has them in the CPU's cache
+# (docs/ARCHITECTURE-NOTES.md, "Writing a blob").
 _BUFFER_SIZE = 1 << 20
 _BUFFERS = 8  # in flight between the reader, the hasher and the writer: the memory bound
 # A buffer that fills slowly (a slow link) sends what it has on this often, so that what
