@@ -32,8 +32,8 @@ _BUFFERS = 8  # in flight between the reader, the hasher and the writer: the mem
 _LINGER = 0.1
 # Direct I/O (O_DIRECT) moves the bytes from the buffer to the disk without the page cache.
 # Writes through the page cache first take pages for it, which on a VM can mean pages its
-# host has reclaimed: 1 GiB into fresh pages took 1.35-2.06 s here, against 0.2 s into
-# pages just freed (docs/ARCHITECTURE-NOTES.md, "Writing a blob"). A direct write needs its
+# host has reclaimed, several times slower than pages just freed (bench/page_cache.py;
+# docs/ARCHITECTURE-NOTES.md, "Writing a blob"). A direct write needs its
 # offset, length and buffer aligned to the device's blocks; this covers 512 and 4096.
 _ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0) if fcntl else 0  # Linux; elsewhere every write is buffered
