@@ -203,9 +203,12 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
-    # The ORM broker finds a new task by polling: at django-q2's 0.2 s a download waited 89 ms
-    # (median) from its POST to the worker; at 0.05 s, 33 ms, for 3% of a core idle (was 1%).
-    Q_CLUSTER["poll"] = 0.05
+    # The ORM broker with a doorbell (models_app/broker.py): a task queued on this host wakes
+    # the pusher at once, so the poll is only the fallback (a task queued on another host).
+    # Polling alone, at 0.05 s a download waited 33 ms (median) for a worker, for 3 % of a
+    # core idle.
+    Q_CLUSTER["broker_class"] = "models_app.broker.DoorbellORM"
+    Q_CLUSTER["poll"] = env.float("Q_POLL", default=0.5)
 
 # Downloads and operations. Sizes in bytes, times in seconds.
 DOWNLOAD_DISK_RESERVE = env.int("DOWNLOAD_DISK_RESERVE", default=1024**3)
