@@ -24,22 +24,11 @@ import psutil
 RUNNER_MODULE = "models_app.runtime.runner"
 # A runner asked to stop gets this long for uvicorn's graceful stop before SIGKILL.
 STOP_GRACE = 1.5
-# glibc's malloc in a runner: transparent huge pages for the heap, and a fixed mmap
-# threshold at its largest (32 MiB; glibc drops a larger value), so the buffers a load
-# makes and frees come from that heap. A fresh process's first load of Gemma 270M made
-# 40,858 minor page faults here with glibc's defaults and 3,822 with these (medians of 9,
-# bench/load_faults.py); its time did not follow reliably on this noisy machine (1.165 s
-# against 1.175 s in that run). Other C libraries ignore the variable.
-MALLOC_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432"
-
-
-def runner_environment(base: dict | None = None) -> dict:
-    """Return the environment a runner starts with: this one, plus the malloc tunables
-    (after them, any GLIBC_TUNABLES already set: the later setting of a tunable wins)."""
-    env = dict(os.environ if base is None else base)
-    own = env.get("GLIBC_TUNABLES", "")
-    env["GLIBC_TUNABLES"] = f"{MALLOC_TUNABLES}:{own}" if own else MALLOC_TUNABLES
-    return env
+# A runner starts with glibc's malloc as it is. Huge pages for its heap
+# (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, with a 32 MiB mmap threshold) cut a fresh load's
+# minor page faults from 38,526 to 1,462 but made it slower on these VMs: 1.203 s against
+# 0.956 s, with as much more CPU (medians of 9, bench/load_faults.py), and decode no faster.
+# An operator's GLIBC_TUNABLES still reaches the runner, which says what glibc kept.
 
 
 class RunnerError(Exception):
@@ -86,7 +75,6 @@ class Runner:
             [sys.executable, "-m", RUNNER_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=runner_environment(),
             # Its own group: a signal to the supervisor's terminal does not reach it; the
             # runner exits by itself when the supervisor is gone (it watches its parent).
             start_new_session=True,

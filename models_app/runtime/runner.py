@@ -110,7 +110,7 @@ def main() -> int:
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     errors, _callback = _llama_errors()
-    # What it runs with: malloc's tunables as glibc kept them (processes.MALLOC_TUNABLES).
+    # What it runs with: malloc's tunables, if an operator set any (processes.py).
     malloc = os.environ.get("GLIBC_TUNABLES", "")
     _say("spare", pid=os.getpid(), llama_cpp=llama_cpp.__version__, malloc=malloc)
     line = sys.stdin.readline()
