@@ -50,6 +50,7 @@ class Doorbell:
         self.directory = directory
         self._socket: socket.socket | None = None
         self._path: Path | None = None
+        self.tried = False  # listen() ran: a bell that cannot be made is not tried again
 
     @property
     def listening(self) -> bool:
@@ -57,6 +58,7 @@ class Doorbell:
 
     def listen(self) -> bool:
         """Bind this process's bell; return False (the caller polls) where that cannot be."""
+        self.tried = True
         if not hasattr(socket, "AF_UNIX"):
             return False
         path = self.directory / f"{os.getpid()}{SUFFIX}"
@@ -153,7 +155,7 @@ class DoorbellORM(ORM):
 
     def dequeue(self):
         bell = self.doorbell()
-        if not bell.listening:
+        if not bell.tried:
             bell.listen()
         bell.drain()
         claimed = self._claim()

@@ -104,3 +104,15 @@ def test_dequeue_claims_what_waits_and_waits_when_nothing_does(monkeypatch):
     assert broker.dequeue() is None  # locked by this cluster now: nothing to claim
     assert broker.doorbell().listening
     broker.doorbell().close()
+
+
+@pytest.mark.django_db
+def test_a_bell_that_cannot_be_made_is_tried_once(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(Conf, "POLL", 0.01)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setattr("models_app.broker.bell_directory", lambda *args: blocked)
+    broker = DoorbellORM(list_key="test-doorbell-blocked")
+    assert broker.dequeue() is None and broker.dequeue() is None  # polled, twice
+    assert not broker.doorbell().listening
+    assert len([r for r in caplog.records if "no doorbell" in r.getMessage()]) == 1
