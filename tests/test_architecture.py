@@ -1,6 +1,8 @@
-"""The import graph of models_app: no cycle (module level or inside functions), engine on top."""
+"""The import graph of models_app: no cycle (module level or inside functions), engine on top;
+and no bench script named like a standard module."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,12 @@ def test_only_interfaces_import_the_engine():
     cli = ("models_app.management.commands.", "models_app.management.models_cli.")
     assert importers, "nothing runs operations"
     assert all(name in interfaces or name.startswith(cli) for name in importers), importers
+
+
+def test_no_bench_script_shadows_a_standard_module():
+    # A script's own folder comes first on sys.path: a bench/queue.py broke every bench
+    # that imports asgiref or concurrent.futures (both import `queue`).
+    bench = ROOT / "bench"
+    names = {path.stem for path in bench.glob("*.py")}
+    assert names, "no bench scripts found"
+    assert names & set(sys.stdlib_module_names) == set()

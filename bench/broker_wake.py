@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark django-q2's ORM broker with the doorbell: how soon a task is taken, idle cost.
 
-    .venv/bin/python bench/queue.py [--runs 15] [--polls 0.5 0.05]
+    .venv/bin/python bench/broker_wake.py [--runs 15] [--polls 0.5 0.05]
 
 For each poll period (`Q_POLL`; the first is the default) it starts `manage.py run` on a
 fresh SQLite database and store (bench/download.py's System, no Redis), measures the
