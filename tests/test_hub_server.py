@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -674,3 +675,16 @@ def test_cli_serves_clients_configured_by_hf_endpoint(
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_the_hub_sends_without_nagle(server: HubServer) -> None:
+    """Headers and body are two writes: with Nagle on, a kept-alive connection's body waited
+    for the client's delayed ACK (40 ms a call). The hub's side of each connection says."""
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as client:
+        client.sendall(b"GET /api/models/org/model HTTP/1.1\r\nHost: hub\r\n\r\n")
+        assert client.recv(64).startswith(b"HTTP/1.1")
+        with server._lock:
+            connections = list(server._connections)
+        assert connections, "the hub holds no connection"
+        for conn in connections:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
