@@ -159,6 +159,7 @@ def test_the_docs_page_loads_swagger_ui_from_our_static_files(client):
     addresses = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert addresses, "the docs page loads no script or stylesheet"
     assert [a for a in addresses if "//" in a or not a.startswith("/")] == []
+    assert "https://" not in html and "//cdn" not in html.lower()  # nor in inline settings
     assert client.get("/static/ninja/swagger-ui-bundle.js").status_code == 200
 
 

@@ -28,7 +28,7 @@ STOP_GRACE = 1.5
 # (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, with a 32 MiB mmap threshold) cut a fresh load's
 # minor page faults from 38,526 to 1,462 but made it slower on these VMs: 1.203 s against
 # 0.956 s, with as much more CPU (medians of 9, bench/load_faults.py), and decode no faster.
-# An operator's GLIBC_TUNABLES still reaches the runner, which says what glibc kept.
+# An operator's GLIBC_TUNABLES still reaches the runner; its `spare` message names it.
 
 
 class RunnerError(Exception):
