@@ -8,8 +8,11 @@ first load (n_ctx 4096, 2 threads), with its minor page faults and CPU seconds:
   - cold: glibc's defaults, what a runner starts with (the reference),
   - huge pages: HUGE_PAGES, the tunables runners started with before (huge pages for the
     heap, a fixed mmap threshold), dropped for what this prints (processes.py),
+  - warmed heap: what a spare runner does while it waits (runner.heap_warm,
+    RUNTIME_SPARE_HEAP's default 64 MiB), untimed, before its first load,
   - second load: a process that loaded the model once before (timed the second time).
-Medians are printed; `huge pages / cold` and `cold / second load` are the ratios.
+Medians are printed; `huge pages / cold`, `warmed heap / cold` and `cold / second load` are
+the ratios.
 """
 
 import argparse
@@ -38,6 +41,9 @@ def load():
 if sys.argv[2] == "twice":
     llm = load()[0]
     llm.close()
+if sys.argv[2] == "warm":
+    from models_app.runtime.runner import heap_warm
+    heap_warm(64 * 1024**2)
 _, wall, faults, cpu = load()
 print(wall, faults, cpu)
 """
@@ -52,16 +58,17 @@ def main() -> None:
     settings = {
         "cold": (base, "once"),
         "huge pages": (dict(base, GLIBC_TUNABLES=HUGE_PAGES), "once"),
+        "warmed heap": (base, "warm"),
         "second load": (base, "twice"),
     }
     got = {name: [] for name in settings}
     names = list(settings)
     for n in range(args.rounds):
-        for name in names[n % 3 :] + names[: n % 3]:
+        for name in names[n % len(names) :] + names[: n % len(names)]:
             env, mode = settings[name]
             out = subprocess.run(
                 [sys.executable, "-c", ONE, gguf, mode], env=env, capture_output=True,
-                text=True, check=True,
+                text=True, check=True, cwd=ROOT,
             ).stdout.split()  # fmt: skip
             got[name].append(tuple(float(x) for x in out))
     print(f"first Llama() load of Gemma 270M in a fresh process, median of {args.rounds}")
@@ -73,6 +80,7 @@ def main() -> None:
         runs = ", ".join(f"{r[0]:.2f}" for r in rows)
         print(f"  {name:<12} {wall:6.3f} s  {faults:8.0f} faults  {cpu:6.3f} s CPU   runs: {runs}")
     print(f"  huge pages / cold    {medians['huge pages'] / medians['cold']:.2f}")
+    print(f"  warmed heap / cold   {medians['warmed heap'] / medians['cold']:.2f}")
     print(f"  cold / second load   {medians['cold'] / medians['second load']:.2f}")
 
 

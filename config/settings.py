@@ -256,6 +256,9 @@ RUNTIME_LOAD_TIMEOUT = env.float("RUNTIME_LOAD_TIMEOUT", default=300.0)
 RUNTIME_POLL_INTERVAL = env.float("RUNTIME_POLL_INTERVAL", default=5.0)
 # Keep one runner process started with its imports done, so a load pays only the load.
 RUNTIME_SPARE_RUNNER = env.bool("RUNTIME_SPARE_RUNNER", default=True)
+# Bytes of malloc heap the spare faults in while it waits, for its load to reuse (0: none).
+# 64 MiB cut the first load of Gemma 270M from 38,700 minor faults to 19,500 (runner.py).
+RUNTIME_SPARE_HEAP = env.int("RUNTIME_SPARE_HEAP", default=64 * 1024**2)
 
 # Disk policy: a quota for the store, a floor of free disk, pruning.
 MODELS_MAX_BYTES = env.int("MODELS_MAX_BYTES", default=0) or None

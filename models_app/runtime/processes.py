@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
+from .runner import WARM_HEAP_ENV
+
 RUNNER_MODULE = "models_app.runtime.runner"
 # A runner asked to stop gets this long for uvicorn's graceful stop before SIGKILL.
 STOP_GRACE = 1.5
@@ -70,9 +72,15 @@ class Ready:
 class Runner:
     """One runner process: a spare until `load()` hands it a model."""
 
-    def __init__(self):
+    def __init__(self, *, warm_heap: int = 0):
+        """Start the runner; `warm_heap` bytes of heap it faults in while a spare (runner.py)."""
+        env = dict(os.environ)
+        env.pop(WARM_HEAP_ENV, None)
+        if warm_heap > 0:
+            env[WARM_HEAP_ENV] = str(warm_heap)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", RUNNER_MODULE],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # Its own group: a signal to the supervisor's terminal does not reach it; the
@@ -225,8 +233,9 @@ def is_runner(pid: int) -> bool:
 class RunnerTable:
     """The runners of one supervisor process: loaded ones by instance id, and one spare."""
 
-    def __init__(self, *, keep_spare: bool = True):
+    def __init__(self, *, keep_spare: bool = True, spare_heap: int = 0):
         self.keep_spare = keep_spare
+        self.spare_heap = spare_heap  # bytes of heap a spare faults in while it waits
         self.loaded: dict[int, Runner] = {}
         self._spare: Runner | None = None
         self._lock = threading.Lock()
@@ -248,7 +257,7 @@ class RunnerTable:
                 return
             if self._spare is not None:
                 self._spare.stop()
-            self._spare = Runner()
+            self._spare = Runner(warm_heap=self.spare_heap)
 
     def spare_pid(self) -> int | None:
         with self._lock:

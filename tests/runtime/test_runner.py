@@ -95,3 +95,51 @@ def test_a_runner_stopped_by_another_thread_drains_nothing():
     runner.stop()
     runner.drain()  # after the stop: no error, and nothing read
     assert runner.exit_code() is not None
+
+
+def test_a_spare_faults_its_heap_in_ahead_and_a_plain_runner_does_not():
+    warmed, plain = Runner(warm_heap=64 * 1024**2), Runner()
+    try:
+        assert warmed.wait_spare(timeout=60) and plain.wait_spare(timeout=60)
+        assert warmed.facts["heap_warmed"] == 64 * 1024**2
+        assert plain.facts["heap_warmed"] == 0
+        # The pages stay with the process (the trim threshold is above them), for its load.
+        assert warmed.rss() - plain.rss() > 60 * 1024**2
+    finally:
+        warmed.stop()
+        plain.stop()
+
+
+HEAP_REUSE = """
+import ctypes, sys
+from models_app.runtime.runner import heap_warm
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+before = rss()
+warmed = heap_warm(int(sys.argv[1]))
+after = rss()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+blocks = [libc.malloc(1024**2) for _ in range(48)]  # what a load allocates under 32 MiB
+for block in blocks:
+    ctypes.memset(block, 1, 1024**2)
+print(warmed, after - before, rss() - after)
+"""
+
+
+@pytest.mark.parametrize("size", [0, 64 * 1024**2])
+def test_the_warmed_heap_is_what_the_next_allocations_reuse(size):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", HEAP_REUSE, str(size)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    warmed, grew_warming, grew_after = (int(x) for x in out)
+    assert warmed == size
+    if size:
+        assert grew_warming > 60 * 1024**2  # faulted in and kept
+        assert grew_after < 4 * 1024**2  # 48 MiB more took no new pages
+    else:
+        assert grew_warming < 4 * 1024**2
+        assert grew_after > 44 * 1024**2  # without it, every block is a fresh page

@@ -72,7 +72,9 @@ class RuntimeSupervisor:
         poll: float | None = None,
     ):
         self.run_operation = run_operation
-        self.table = table or RunnerTable(keep_spare=settings.RUNTIME_SPARE_RUNNER)
+        self.table = table or RunnerTable(
+            keep_spare=settings.RUNTIME_SPARE_RUNNER, spare_heap=settings.RUNTIME_SPARE_HEAP
+        )
         self.poll = poll if poll is not None else settings.RUNTIME_POLL_INTERVAL
         self.host = host_name()
         self.stopping = threading.Event()
