@@ -132,6 +132,41 @@ def heap_warm(size: int) -> int:
     return sum(block for address in blocks if address)
 
 
+def llama_calls_on_one_thread(server_app) -> None:
+    """Make llama-cpp-python's server run every model call on one thread of its own.
+
+    The server hands each call (a completion, each next token of a stream, an embedding) to
+    starlette's thread pool, which has up to 40 threads: over a few requests the model ran
+    on several. llama.cpp's CPU backend here is built with OpenMP, and each thread that
+    calls it starts its own OpenMP team, which stays while the thread lives. With more of
+    libgomp's threads than cores, libgomp waits in its barriers with a short spin and then
+    sleeps: on 2 cores a runner fell from 44 to 27 tokens/s, with 28 % of the CPU idle, from
+    its second request on, until the idle pool threads were gone. One thread, one team.
+    Requests already wait their turn for the model (the server's lock), so one thread
+    takes nothing from them.
+    """
+    import asyncio
+    import functools
+    from concurrent.futures import ThreadPoolExecutor
+
+    llama_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+
+    async def run_in_llama_thread(func, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(llama_thread, functools.partial(func, *args, **kwargs))
+
+    async def iterate_in_llama_thread(iterator):
+        done = object()
+        while (item := await run_in_llama_thread(next, iterator, done)) is not done:
+            yield item
+
+    for name in ("run_in_threadpool", "iterate_in_threadpool"):
+        if not hasattr(server_app, name):  # a llama-cpp-python that works differently
+            raise RuntimeError(f"llama_cpp.server.app has no {name} to replace")
+    server_app.run_in_threadpool = run_in_llama_thread
+    server_app.iterate_in_threadpool = iterate_in_llama_thread
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -148,11 +183,13 @@ def main() -> int:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
     import llama_cpp
+    import llama_cpp.server.app
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     errors, _callback = _llama_errors()
+    llama_calls_on_one_thread(llama_cpp.server.app)
     warmed = heap_warm(int(os.environ.get(WARM_HEAP_ENV) or 0))
     # What it runs with: malloc's tunables, if an operator set any (processes.py).
     malloc = os.environ.get("GLIBC_TUNABLES", "")

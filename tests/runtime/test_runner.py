@@ -143,3 +143,38 @@ def test_the_warmed_heap_is_what_the_next_allocations_reuse(size):
     else:
         assert grew_warming < 4 * 1024**2
         assert grew_after > 44 * 1024**2  # without it, every block is a fresh page
+
+
+def busiest_thread(pid: int, during) -> str:
+    """Run `during()`; return the id of the runner's thread that used the most CPU in it."""
+
+    def ticks() -> dict[str, int]:
+        out = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:  # a thread that ended
+                continue
+            out[tid] = int(fields[11]) + int(fields[12])  # utime + stime
+        return out
+
+    before = ticks()
+    during()
+    after = ticks()
+    return max(after, key=lambda tid: after[tid] - before.get(tid, 0))
+
+
+def test_every_request_runs_the_model_on_the_same_thread(runner):
+    # Each thread that calls llama.cpp starts an OpenMP team of its own; from starlette's
+    # pool the model ran on a new thread every few requests, and with more OpenMP threads
+    # than cores libgomp sleeps in its barriers (44 -> 27 tokens/s here; runner.py).
+    runner, port = runner
+    threads = {
+        busiest_thread(runner.pid, lambda: stream(port, 48)),
+        busiest_thread(runner.pid, lambda: complete(port, 48)),
+        busiest_thread(runner.pid, lambda: stream(port, 48)),
+        busiest_thread(runner.pid, lambda: complete(port, 48)),
+    }
+    assert len(threads) == 1
+    assert int(threads.pop()) != runner.pid  # its own thread, not the event loop's
